@@ -1,0 +1,68 @@
+"""Opening Redis connections, and the one place redis-py errors are mapped.
+
+Nothing outside this module catches ``redis.exceptions`` directly: callers
+wrap Redis work in :func:`redis_errors` and see only byzerllm errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+
+from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
+from byzerllm.broker.settings import BrokerSettings
+
+
+def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:
+    """A client for the settings' URL.
+
+    ``blocking`` clients have no socket read timeout, for XREAD/XREADGROUP
+    with BLOCK; the others time out so a dead server is noticed.
+    """
+    try:
+        return aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=None if blocking else 30.0,
+            socket_keepalive=True,
+            health_check_interval=0 if blocking else 30,
+            max_connections=None,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {settings.safe_url!r}: {exc}") from None
+
+
+@contextmanager
+def redis_errors(settings: BrokerSettings) -> Iterator[None]:
+    """Map redis-py exceptions raised inside the block onto byzerllm errors."""
+    try:
+        yield
+    except ByzerLLMError:
+        raise
+    except rex.AuthenticationError as exc:
+        raise BrokerUnavailableError(
+            f"Redis at {settings.safe_url} rejected the credentials: {exc}; "
+            "check the user and password in --redis_url / BYZERLLM_REDIS_URL"
+        ) from exc
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise BrokerUnavailableError(
+            f"cannot reach Redis at {settings.safe_url}: {exc}; start Redis there or point "
+            "--redis_url / BYZERLLM_REDIS_URL at a running one"
+        ) from exc
+    except rex.ResponseError as exc:
+        raise BrokerUnavailableError(f"Redis at {settings.safe_url} answered an error: {exc}") from exc
+
+
+async def connect(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:
+    """A client whose server answered PING; raises BrokerUnavailableError otherwise."""
+    client = create_redis(settings, blocking=blocking)
+    with redis_errors(settings):
+        try:
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+    return client

@@ -1,0 +1,93 @@
+"""The Redis key schema: every key byzerllm touches is named here.
+
+All keys of one alias share the hash tag ``{alias}`` so that they live in one
+Redis Cluster slot and the submit script can touch them atomically.
+
+=====================================  ===========  ==========================================
+key                                    type         content
+=====================================  ===========  ==========================================
+``P:models``                           set          every deployed alias
+``P:{A}:spec``                         hash         deployment spec of alias A (secrets masked)
+``P:{A}:req``                          stream       requests for A; consumer group ``workers``
+``P:{A}:dead``                         stream       malformed request entries, with the reason
+``P:{A}:workers``                      set          worker ids of A
+``P:{A}:worker:W``                     hash         state of worker W (see WorkerState)
+``P:{A}:alive``                        zset         worker id -> heartbeat expiry (epoch s)
+``P:{A}:lru``                          zset         worker id -> last work time (epoch s)
+``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
+``P:reply:C``                          stream       replies to client C; expires without C
+``P:dead``                             stream       malformed reply entries seen by clients
+=====================================  ===========  ==========================================
+
+``P`` is the configurable prefix (``BYZERLLM_PREFIX``, default ``byzerllm``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "workers"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasKeys:
+    """Names of the keys that belong to one alias."""
+
+    prefix: str
+    alias: str
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}:{{{self.alias}}}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self._base}:spec"
+
+    @property
+    def requests(self) -> str:
+        return f"{self._base}:req"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self._base}:dead"
+
+    @property
+    def workers(self) -> str:
+        return f"{self._base}:workers"
+
+    @property
+    def alive(self) -> str:
+        return f"{self._base}:alive"
+
+    @property
+    def lru(self) -> str:
+        return f"{self._base}:lru"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self._base}:cancel"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self._base}:worker:{worker_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = "byzerllm"
+
+    def alias(self, alias: str) -> AliasKeys:
+        return AliasKeys(self.prefix, alias)
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}:dead"
+
+    def reply(self, client_id: str) -> str:
+        return f"{self.prefix}:reply:{client_id}"

@@ -1,0 +1,142 @@
+"""Message shapes on the streams, and their msgpack codec.
+
+A request stream entry has one field ``m``: a msgpack map of :class:`Request`.
+A reply stream entry has one field ``m``: a msgpack array of :class:`Reply`
+maps, because a worker flushes everything it has for one client in a single
+XADD. Each shape carries a version ``v`` so that old and new processes can
+tell each other apart during a rolling upgrade.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from byzerllm.broker.errors import ProtocolError
+
+VERSION = 1
+FIELD = b"m"
+
+
+class RequestKind(StrEnum):
+    CHAT = "chat"
+    EMBED = "embed"
+    META = "meta"
+
+
+class ReplyType(StrEnum):
+    DELTA = "delta"  # data: {"text": str, "reasoning": str}
+    META = "meta"  # data: partial metadata (e.g. usage) while streaming
+    END = "end"  # data: {"output": ..., "meta": {...}}; the last entry of a request
+    ERROR = "error"  # data: {"type", "message", "retryable"}; also the last entry
+    RETRY = "retry"  # data: {"attempt": n}; a new worker starts the request again
+
+
+FINAL_TYPES = frozenset({ReplyType.END, ReplyType.ERROR})
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = VERSION
+    id: str
+    alias: str
+    kind: RequestKind
+    payload: dict[str, Any]
+    reply_to: str
+    deadline: float | None = None
+    attempt: int = 0
+    created: float
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = VERSION
+    rid: str
+    seq: int
+    type: ReplyType
+    attempt: int = 0
+    data: dict[str, Any]
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_request(request: Request) -> bytes:
+    return pack(request.model_dump(mode="python"))
+
+
+def decode_request(fields: dict[bytes, bytes]) -> Request:
+    """Parse a request entry; any defect raises ProtocolError with the reason."""
+    raw = fields.get(FIELD)
+    if raw is None:
+        raise ProtocolError(f"request entry has no {FIELD.decode()!r} field: {list(fields)[:5]}")
+    try:
+        data = msgpack.unpackb(raw, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"request entry is not msgpack: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"request entry is a {type(data).__name__}, not a map")
+    if data.get("v") != VERSION:
+        raise ProtocolError(f"request entry has version {data.get('v')!r}, expected {VERSION}")
+    try:
+        return Request.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid request entry: {_short(exc)}") from None
+
+
+def encode_replies(replies: list[dict[str, Any]]) -> bytes:
+    return pack(replies)
+
+
+def decode_replies(fields: dict[bytes, bytes]) -> list[Reply]:
+    raw = fields.get(FIELD)
+    if raw is None:
+        raise ProtocolError(f"reply entry has no {FIELD.decode()!r} field")
+    try:
+        items = msgpack.unpackb(raw, raw=False)
+    except Exception as exc:
+        raise ProtocolError(f"reply entry is not msgpack: {exc}") from None
+    if not isinstance(items, list):
+        raise ProtocolError(f"reply entry is a {type(items).__name__}, not an array")
+    try:
+        return [Reply.model_validate(item) for item in items]
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid reply entry: {_short(exc)}") from None
+
+
+def reply(
+    rid: str, seq: int, type_: ReplyType, data: dict[str, Any], attempt: int = 0
+) -> dict[str, Any]:
+    """A reply as the plain dict that goes on the wire (validated by the reader)."""
+    return {"v": VERSION, "rid": rid, "seq": seq, "type": type_.value, "attempt": attempt,
+            "data": data}
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+    )
+
+
+class ChatPayload(BaseModel):
+    """What a chat request asks for; ``stream`` selects delta replies."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversations: list[dict[str, Any]]
+    llm_config: dict[str, Any] = {}
+    stream: bool = False
+    extra_request_params: dict[str, Any] = {}
+
+
+class EmbedPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    texts: list[str]
+    llm_config: dict[str, Any] = {}

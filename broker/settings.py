@@ -1,0 +1,93 @@
+"""Where to find Redis and how the broker behaves: one place for all of it.
+
+Every process (client, worker, CLI) builds a :class:`BrokerSettings` from
+explicit arguments first, then ``BYZERLLM_*`` environment variables, then
+defaults, so a multi-host setup is configured by one environment.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from byzerllm.broker.errors import ConfigurationError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+class BrokerSettings(BaseModel):
+    """Connection and limits shared by clients and workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str = DEFAULT_REDIS_URL
+    prefix: str = Field(default="byzerllm", min_length=1)
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_waiting: int = Field(default=10_000, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"bad Redis URL {mask_url(url)!r}: {exc}; expected e.g. {DEFAULT_REDIS_URL}"
+            ) from None
+        if parts.scheme not in _SCHEMES:
+            raise ConfigurationError(
+                f"bad Redis URL {mask_url(url)!r}: the scheme must be one of "
+                f"{', '.join(s + '://' for s in _SCHEMES)}; e.g. {DEFAULT_REDIS_URL}"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigurationError(
+                f"bad Redis URL {mask_url(url)!r}: no host; e.g. {DEFAULT_REDIS_URL}"
+            )
+        return url
+
+    @property
+    def safe_url(self) -> str:
+        return mask_url(self.redis_url)
+
+    @classmethod
+    def from_env(cls, redis_url: str | None = None, **overrides: object) -> BrokerSettings:
+        """Explicit arguments win over ``BYZERLLM_*`` variables, which win over defaults."""
+        env = os.environ
+        values: dict[str, object] = {}
+        url = redis_url or env.get("BYZERLLM_REDIS_URL")
+        if url:
+            values["redis_url"] = url
+        for field, var in (
+            ("prefix", "BYZERLLM_PREFIX"),
+            ("max_request_bytes", "BYZERLLM_MAX_REQUEST_BYTES"),
+            ("max_waiting", "BYZERLLM_MAX_WAITING"),
+        ):
+            if var in env:
+                values[field] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ConfigurationError:
+            raise
+        except ValueError as exc:
+            raise ConfigurationError(f"bad broker settings: {exc}") from None

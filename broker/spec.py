@@ -1,0 +1,75 @@
+"""A deployment spec: what runs under an alias, as stored in Redis.
+
+Secrets in ``infer_params`` (API keys and the like) never reach Redis in
+plain text: :meth:`DeploySpec.public_hash` masks them, and only the processes
+that were handed the spec directly hold the real values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from byzerllm.broker.errors import ConfigurationError
+
+_ALIAS = re.compile(r"^[A-Za-z0-9_.\-:/@]{1,128}$")
+_SECRET_PARTS = ("api_key", "apikey", "secret", "token", "password", "access_key", "credential")
+MASK = "******"
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in _SECRET_PARTS)
+
+
+def mask_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy with every secret-looking value replaced by a mask."""
+    return {k: (MASK if is_secret_key(k) and v not in (None, "") else v) for k, v in params.items()}
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.match(alias or ""):
+        raise ConfigurationError(
+            f"bad model alias {alias!r}: use 1-128 letters, digits or _ . - : / @ "
+            "(no spaces or braces), e.g. deepseek_chat"
+        )
+    return alias
+
+
+class DeploySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str
+    pretrained_model_type: str = "custom/auto"
+    infer_backend: str = ""
+    model_path: str = ""
+    infer_params: dict[str, Any] = Field(default_factory=dict)
+    worker_concurrency: int = Field(default=1, gt=0)
+    num_workers: int = Field(default=1, gt=0)
+    cpus_per_worker: float = Field(default=0.01, ge=0)
+    gpus_per_worker: float = Field(default=0, ge=0)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        return check_alias(value)
+
+    def public_hash(self, max_waiting: int | None = None) -> dict[str, str]:
+        """The spec as stored in the alias' spec hash, secrets masked."""
+        data = {
+            "alias": self.alias,
+            "pretrained_model_type": self.pretrained_model_type,
+            "infer_backend": self.infer_backend,
+            "model_path": self.model_path,
+            "infer_params": json.dumps(mask_params(self.infer_params), ensure_ascii=False),
+            "worker_concurrency": str(self.worker_concurrency),
+            "num_workers": str(self.num_workers),
+            "cpus_per_worker": str(self.cpus_per_worker),
+            "gpus_per_worker": str(self.gpus_per_worker),
+        }
+        if max_waiting is not None:
+            data["max_waiting"] = str(max_waiting)
+        return data

@@ -1,0 +1,1 @@
+"""Application helpers at the original import path."""

@@ -1,0 +1,1 @@
+"""Helpers at the import paths of the original byzerllm."""

@@ -1,0 +1,1 @@
+"""Client helpers at the original import path."""

@@ -1,0 +1,1 @@
+"""Command line: ``byzerllm`` and ``easy-byzerllm``, thin over the library."""

@@ -1,0 +1,279 @@
+"""The client's side of the data plane: submit requests, route their replies.
+
+One :class:`RequestChannel` per event loop and Redis: it owns one reply
+stream and one reader task that serves every in-flight request of the
+process, so a thousand concurrent requests cost one blocked XREAD, not a
+thousand connections. Submissions from concurrent callers share pipelines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from redis import exceptions as rex
+
+from byzerllm.broker.batcher import CommandBatcher
+from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.errors import (
+    ModelNotFoundError,
+    NoLiveWorkerError,
+    OverloadedError,
+    ProtocolError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    error_from_wire,
+)
+from byzerllm.broker.keys import Keys
+from byzerllm.broker.messages import (
+    VERSION,
+    Reply,
+    ReplyType,
+    RequestKind,
+    decode_replies,
+    pack,
+)
+from byzerllm.broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+_SUBMIT_LUA = resources.files("byzerllm.broker").joinpath("submit.lua").read_text()
+REPLY_TTL = 60  # seconds a reply stream outlives its client
+
+
+class Call:
+    """One in-flight request as the reader sees it."""
+
+    __slots__ = ("rid", "alias", "queue", "attempt", "deadline")
+
+    def __init__(self, rid: str, alias: str, deadline: float | None) -> None:
+        self.rid = rid
+        self.alias = alias
+        self.deadline = deadline
+        self.attempt = 0
+        self.queue: asyncio.Queue[Reply] = asyncio.Queue()
+
+
+class RequestChannel:
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.client_id = uuid.uuid4().hex[:16]
+        self.reply_key = self.keys.reply(self.client_id)
+        self._calls: dict[str, Call] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._sha = ""
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            self._redis = await connect(self.settings)
+            self._blocking = await connect(self.settings, blocking=True)
+            self._batcher = CommandBatcher(self._redis)
+            with redis_errors(self.settings):
+                self._sha = await self._redis.script_load(_SUBMIT_LUA)
+                self._last_id = await self._create_reply_stream()
+            self._reader_task = asyncio.get_running_loop().create_task(
+                self._read_loop(), name="byzerllm-reply-reader"
+            )
+            self._started = True
+
+    async def _create_reply_stream(self) -> bytes:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(self.reply_key, {b"hello": b"1"})
+        pipe.expire(self.reply_key, REPLY_TTL)
+        entry_id, _ = await pipe.execute()
+        return entry_id
+
+    async def aclose(self) -> None:
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        await self._batcher.aclose()
+        try:
+            await self._redis.delete(self.reply_key)
+        except Exception:  # it expires by itself
+            pass
+        await self._blocking.aclose()
+        await self._redis.aclose()
+
+    # -- submitting ----------------------------------------------------------------
+
+    async def submit(
+        self, alias: str, kind: RequestKind, payload: dict[str, Any], timeout: float | None
+    ) -> Call:
+        if not self._started:
+            await self.start()
+        now = time.time()
+        rid = uuid.uuid4().hex
+        deadline = now + timeout if timeout else None
+        data = pack({
+            "v": VERSION, "id": rid, "alias": alias, "kind": kind.value, "payload": payload,
+            "reply_to": self.reply_key, "deadline": deadline, "attempt": 0, "created": now,
+        })
+        if len(data) > self.settings.max_request_bytes:
+            raise RequestTooLargeError(
+                f"the request for {alias!r} is {len(data)} bytes, above the limit of "
+                f"{self.settings.max_request_bytes}; send less (smaller images, fewer texts) "
+                "or raise BYZERLLM_MAX_REQUEST_BYTES on clients and workers"
+            )
+        call = Call(rid, alias, deadline)
+        self._calls[rid] = call
+        try:
+            result = await self._admit(alias, data)
+        except BaseException:
+            self._calls.pop(rid, None)
+            raise
+        code = int(result[0])
+        if code != 0:
+            self._calls.pop(rid, None)
+            if code == 1:
+                raise ModelNotFoundError(alias)
+            if code == 2:
+                raise NoLiveWorkerError(alias)
+            raise OverloadedError(
+                f"{int(result[1])} requests already wait for {alias!r} (limit {int(result[2])}); "
+                "retry later, add workers, or raise the alias' max_waiting"
+            )
+        return call
+
+    async def _admit(self, alias: str, data: bytes) -> list[Any]:
+        ak = self.keys.alias(alias)
+        args = (3, ak.spec, ak.alive, ak.requests, data, self.settings.max_waiting)
+        with redis_errors(self.settings):
+            try:
+                return await self._batcher.call("EVALSHA", self._sha, *args)
+            except rex.NoScriptError:  # the server restarted or was flushed
+                self._sha = await self._redis.script_load(_SUBMIT_LUA)
+                return await self._batcher.call("EVALSHA", self._sha, *args)
+
+    def cancel(self, call: Call) -> None:
+        """Forget the call and tell the workers to stop it."""
+        if self._calls.pop(call.rid, None) is not None and not self._closed:
+            self._batcher.send("PUBLISH", self.keys.alias(call.alias).cancel_channel, call.rid)
+
+    # -- receiving -------------------------------------------------------------------
+
+    async def replies(self, call: Call) -> AsyncIterator[Reply]:
+        """The call's replies up to its end; errors are raised, retries passed on.
+
+        Leaving early (break, cancellation, timeout) cancels the request on
+        the worker.
+        """
+        finished = False
+        loop = asyncio.get_running_loop()
+        when = None if call.deadline is None else loop.time() + (call.deadline - time.time())
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(when):
+                        item = await call.queue.get()
+                except TimeoutError:
+                    raise RequestTimeoutError(
+                        f"request {call.rid} for {call.alias!r} got no complete answer before "
+                        "its deadline; raise the timeout or check `byzerllm stat "
+                        f"--model {call.alias}`"
+                    ) from None
+                if item.attempt < call.attempt:
+                    continue
+                if item.type is ReplyType.ERROR:
+                    finished = True
+                    raise error_from_wire(item.data)
+                yield item
+                if item.type is ReplyType.END:
+                    finished = True
+                    return
+        finally:
+            if finished:
+                self._calls.pop(call.rid, None)
+            else:
+                self.cancel(call)
+
+    async def _read_loop(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            try:
+                response = await self._blocking.xread(
+                    {self.reply_key: self._last_id}, count=1000, block=1000
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading replies failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if response:
+                self._dispatch(response[0][1])
+            if time.monotonic() - last_refresh > REPLY_TTL / 3:
+                last_refresh = time.monotonic()
+                await self._refresh()
+
+    def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        calls = self._calls
+        for entry_id, fields in entries:
+            self._last_id = entry_id
+            if b"hello" in fields:
+                continue
+            try:
+                replies = decode_replies(fields)
+            except ProtocolError as exc:
+                log.warning("dead-lettering malformed reply entry %r: %s", entry_id, exc)
+                self._batcher.send("XADD", self.keys.dead_letter, "MAXLEN", "~", 10000, "*",
+                                   "reason", str(exc), "stream", self.reply_key,
+                                   "entry_id", entry_id)
+                continue
+            for item in replies:
+                call = calls.get(item.rid)
+                if call is None or item.attempt < call.attempt:
+                    continue  # finished, cancelled, or from a worker presumed dead
+                if item.type is ReplyType.RETRY:
+                    call.attempt = item.attempt
+                call.queue.put_nowait(item)
+        # consumed entries are of no further use: keep the stream short
+        self._batcher.send("XTRIM", self.reply_key, "MINID", self._last_id)
+
+    async def _refresh(self) -> None:
+        try:
+            if not await self._redis.expire(self.reply_key, REPLY_TTL):
+                self._last_id = await self._create_reply_stream()
+        except Exception as exc:
+            log.warning("refreshing the reply stream failed: %s", exc)
+
+
+_channels: dict[tuple[int, str, str], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}
+
+
+def channel_for(settings: BrokerSettings) -> RequestChannel:
+    """The process' channel for this event loop and Redis (created on first use)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), settings.redis_url, settings.prefix)
+    found = _channels.get(key)
+    if found is not None and found[0] is loop and not found[1]._closed:
+        return found[1]
+    channel = RequestChannel(settings)
+    _channels[key] = (loop, channel)
+    return channel
+
+
+async def close_channels() -> None:
+    """Close every channel of the running loop (its reader, batcher and reply stream)."""
+    loop = asyncio.get_running_loop()
+    for key, (owner, channel) in list(_channels.items()):
+        if owner is loop:
+            del _channels[key]
+            await channel.aclose()

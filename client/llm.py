@@ -1,0 +1,237 @@
+"""The asyncio client: chat, streaming and embeddings against deployed aliases.
+
+:class:`AsyncByzerLLM` is the core every other client API (the synchronous
+:class:`~byzerllm.client.sync.ByzerLLM`, prompt functions, the CLI) is built on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.messages import ReplyType, RequestKind
+from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.spec import check_alias
+from byzerllm.broker.state import read_alias_stat
+from byzerllm.client.channel import RequestChannel, channel_for
+from byzerllm.client.types import LLMResponse, SingleOutputMeta
+
+Conversations = str | list[dict[str, Any]]
+
+
+def _default_timeout() -> float | None:
+    raw = os.environ.get("BYZERLLM_REQUEST_TIMEOUT", "1800")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"BYZERLLM_REQUEST_TIMEOUT={raw!r} is not a number of seconds; e.g. 600, or 0 for none"
+        ) from None
+    return value or None
+
+
+def _as_messages(conversations: Conversations) -> list[dict[str, Any]]:
+    if isinstance(conversations, str):
+        return [{"role": "user", "content": conversations}]
+    if not isinstance(conversations, list) or not all(isinstance(m, dict) for m in conversations):
+        raise ConfigurationError(
+            "conversations must be a string or a list of {'role': ..., 'content': ...} dicts, "
+            f"not {type(conversations).__name__}"
+        )
+    return conversations
+
+
+def _echo_input(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    last = messages[-1].get("content", "") if messages else ""
+    return {"instruction": last, "history": messages[:-1]}
+
+
+class AsyncByzerLLM:
+    """Talks to the workers of deployed aliases through Redis."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        default_model_name: str | None = None,
+        settings: BrokerSettings | None = None,
+        request_timeout: float | None | str = "default",
+    ) -> None:
+        self.settings = settings or BrokerSettings.from_env(redis_url)
+        self.default_model_name = default_model_name
+        self.default_emb_model_name: str | None = None
+        self.request_timeout = (
+            _default_timeout() if request_timeout == "default" else request_timeout
+        )
+        self.templates: dict[str, Any] = {}
+
+    # -- configuration (chainable like the original) --------------------------------
+
+    def setup_default_model_name(self, model: str) -> AsyncByzerLLM:
+        self.default_model_name = check_alias(model)
+        return self
+
+    def setup_default_emb_model_name(self, model: str) -> AsyncByzerLLM:
+        self.default_emb_model_name = check_alias(model)
+        return self
+
+    def setup_template(self, model: str, template: Any = "auto") -> AsyncByzerLLM:
+        """Chat templates are applied by the worker's backend; kept for compatibility."""
+        self.templates[check_alias(model)] = template
+        return self
+
+    def _model(self, model: str | None) -> str:
+        name = model or self.default_model_name
+        if not name:
+            raise ConfigurationError(
+                "no model given: pass model=... or call llm.setup_default_model_name(alias)"
+            )
+        return name
+
+    def _timeout(self, llm_config: dict[str, Any]) -> float | None:
+        value = llm_config.get("request_timeout", self.request_timeout)
+        return float(value) if value else None
+
+    @property
+    def channel(self) -> RequestChannel:
+        return channel_for(self.settings)
+
+    # -- chat --------------------------------------------------------------------------
+
+    async def chat_oai(
+        self,
+        conversations: Conversations,
+        model: str | None = None,
+        role_mapping: dict[str, str] | None = None,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
+        """One complete answer, as a one-element list (the original's shape)."""
+        messages = _as_messages(conversations)
+        llm_config = dict(llm_config or {})
+        alias = self._model(model)
+        call = await self.channel.submit(
+            alias,
+            RequestKind.CHAT,
+            {"conversations": messages, "llm_config": llm_config, "stream": False,
+             "extra_request_params": extra_request_params or {}},
+            self._timeout(llm_config),
+        )
+        output: Any = ""
+        meta: dict[str, Any] = {}
+        async for item in self.channel.replies(call):
+            if item.type is ReplyType.END:
+                output = item.data.get("output", "")
+                meta = item.data.get("meta", {})
+        return [LLMResponse(output=output, input=_echo_input(messages), metadata=meta)]
+
+    async def stream_chat_oai(
+        self,
+        conversations: Conversations,
+        model: str | None = None,
+        role_mapping: dict[str, str] | None = None,
+        delta_mode: bool = False,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+        """Yield (text, meta) as the answer grows; text is the delta or the whole so far.
+
+        The last item carries the usage counts and finish reason. After a
+        worker failure the request is retried elsewhere and text already
+        yielded is not yielded again.
+        """
+        messages = _as_messages(conversations)
+        llm_config = dict(llm_config or {})
+        alias = self._model(model)
+        channel = self.channel
+        call = await channel.submit(
+            alias,
+            RequestKind.CHAT,
+            {"conversations": messages, "llm_config": llm_config, "stream": True,
+             "extra_request_params": extra_request_params or {}},
+            self._timeout(llm_config),
+        )
+        text = reasoning = shown = shown_reasoning = ""
+        first_token_time = 0.0
+        async for item in channel.replies(call):
+            if item.type is ReplyType.DELTA:
+                text += item.data.get("text", "")
+                reasoning += item.data.get("reasoning", "")
+                if len(text) <= len(shown) and len(reasoning) <= len(shown_reasoning):
+                    continue  # empty, or replaying what a failed worker already sent
+                if delta_mode:
+                    out, out_reasoning = text[len(shown):], reasoning[len(shown_reasoning):]
+                else:
+                    out, out_reasoning = text, reasoning
+                shown, shown_reasoning = text, reasoning
+                yield out, SingleOutputMeta(reasoning_content=out_reasoning)
+            elif item.type is ReplyType.RETRY:
+                text = reasoning = ""
+            elif item.type is ReplyType.END:
+                meta = item.data.get("meta", {})
+                first_token_time = float(meta.get("first_token_time", 0.0))
+                yield ("" if delta_mode else shown), SingleOutputMeta(
+                    input_tokens_count=int(meta.get("input_tokens_count", 0)),
+                    generated_tokens_count=int(meta.get("generated_tokens_count", 0)),
+                    reasoning_content="" if delta_mode else shown_reasoning,
+                    finish_reason=meta.get("finish_reason"),
+                    first_token_time=first_token_time,
+                    extra_info=meta,
+                )
+
+    async_stream_chat_oai = stream_chat_oai
+
+    # -- embeddings ------------------------------------------------------------------
+
+    async def emb(self, model: str | None, texts: list[str] | str,
+                  llm_config: dict[str, Any] | None = None) -> list[LLMResponse]:
+        alias = model or self.default_emb_model_name or self.default_model_name
+        if not alias:
+            raise ConfigurationError(
+                "no embedding model given: pass model=... or call "
+                "llm.setup_default_emb_model_name(alias)"
+            )
+        items = [texts] if isinstance(texts, str) else list(texts)
+        llm_config = dict(llm_config or {})
+        channel = self.channel
+        call = await channel.submit(alias, RequestKind.EMBED,
+                                    {"texts": items, "llm_config": llm_config},
+                                    self._timeout(llm_config))
+        vectors: list[list[float]] = []
+        meta: dict[str, Any] = {}
+        async for item in channel.replies(call):
+            if item.type is ReplyType.END:
+                vectors = item.data.get("output", [])
+                meta = item.data.get("meta", {})
+        return [LLMResponse(output=v, input=t, metadata=meta)
+                for v, t in zip(vectors, items, strict=False)]
+
+    async def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
+        return await self.emb(model, [text])
+
+    # -- inspection ------------------------------------------------------------------
+
+    async def get_meta(self, model: str | None = None) -> dict[str, Any]:
+        alias = self._model(model)
+        channel = self.channel
+        call = await channel.submit(alias, RequestKind.META, {}, self._timeout({}))
+        async for item in channel.replies(call):
+            if item.type is ReplyType.END:
+                return dict(item.data.get("output", {}))
+        return {}
+
+    async def is_model_exist(self, model: str) -> bool:
+        channel = self.channel
+        await channel.start()
+        return bool(await channel._redis.exists(channel.keys.alias(model).spec))
+
+    async def stat(self, model: str | None = None) -> dict[str, Any] | None:
+        channel = self.channel
+        await channel.start()
+        stat = await read_alias_stat(channel._redis, channel.keys, self._model(model))
+        return None if stat is None else stat.guide_view()
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()

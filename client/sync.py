@@ -1,0 +1,94 @@
+"""``byzerllm.ByzerLLM``: the synchronous facade over :class:`AsyncByzerLLM`.
+
+Every method forwards to the async core on a background loop; nothing here
+talks to Redis itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from byzerllm.client.channel import close_channels
+from byzerllm.client.llm import AsyncByzerLLM, Conversations
+from byzerllm.client.loop_thread import iterate_sync, on_shutdown, run_sync
+from byzerllm.client.types import LLMResponse, SingleOutputMeta
+
+on_shutdown(close_channels)
+
+
+class ByzerLLM:
+    """Synchronous client; ``llm.aio`` is the async one it wraps."""
+
+    def __init__(self, redis_url: str | None = None, **kwargs: Any) -> None:
+        kwargs.pop("verbose", None)  # accepted for compatibility with the original
+        kwargs.pop("default_max_output_length", None)
+        kwargs.pop("byzer_engine_url", None)
+        self.aio = AsyncByzerLLM(redis_url, **kwargs)
+
+    @classmethod
+    def from_default_model(
+        cls, model: str, auto_connect_cluster: bool = True, redis_url: str | None = None,
+        **kwargs: Any,
+    ) -> ByzerLLM:
+        llm = cls(redis_url, **kwargs)
+        llm.setup_default_model_name(model)
+        llm.setup_template(model, "auto")
+        return llm
+
+    # -- configuration -----------------------------------------------------------------
+
+    @property
+    def default_model_name(self) -> str | None:
+        return self.aio.default_model_name
+
+    @property
+    def default_emb_model_name(self) -> str | None:
+        return self.aio.default_emb_model_name
+
+    def setup_default_model_name(self, model: str) -> ByzerLLM:
+        self.aio.setup_default_model_name(model)
+        return self
+
+    def setup_default_emb_model_name(self, model: str) -> ByzerLLM:
+        self.aio.setup_default_emb_model_name(model)
+        return self
+
+    def setup_template(self, model: str, template: Any = "auto") -> ByzerLLM:
+        self.aio.setup_template(model, template)
+        return self
+
+    # -- calls -----------------------------------------------------------------------
+
+    def chat_oai(self, conversations: Conversations, model: str | None = None,
+                 role_mapping: dict[str, str] | None = None,
+                 llm_config: dict[str, Any] | None = None,
+                 extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
+        return run_sync(self.aio.chat_oai(conversations, model=model, role_mapping=role_mapping,
+                                          llm_config=llm_config,
+                                          extra_request_params=extra_request_params))
+
+    def stream_chat_oai(self, conversations: Conversations, model: str | None = None,
+                        role_mapping: dict[str, str] | None = None, delta_mode: bool = False,
+                        llm_config: dict[str, Any] | None = None,
+                        extra_request_params: dict[str, Any] | None = None,
+                        ) -> Iterator[tuple[str, SingleOutputMeta]]:
+        return iterate_sync(self.aio.stream_chat_oai(
+            conversations, model=model, role_mapping=role_mapping, delta_mode=delta_mode,
+            llm_config=llm_config, extra_request_params=extra_request_params))
+
+    def emb(self, model: str | None, texts: list[str] | str,
+            llm_config: dict[str, Any] | None = None) -> list[LLMResponse]:
+        return run_sync(self.aio.emb(model, texts, llm_config))
+
+    def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
+        return run_sync(self.aio.emb_query(text, model))
+
+    def get_meta(self, model: str | None = None) -> dict[str, Any]:
+        return run_sync(self.aio.get_meta(model))
+
+    def is_model_exist(self, model: str) -> bool:
+        return run_sync(self.aio.is_model_exist(model))
+
+    def close(self) -> None:
+        run_sync(self.aio.aclose())

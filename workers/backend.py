@@ -1,0 +1,100 @@
+"""The one interface every model backend implements.
+
+A backend owns one loaded model (or one SaaS client) inside one worker
+process. The worker runtime handles everything else: Redis, slots,
+deadlines, cancellation, retries. A backend author writes ``chat`` (an async
+generator of :class:`Chunk`) and, where the model can, ``embed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from byzerllm.broker.errors import BackendError, ConfigurationError
+from byzerllm.broker.messages import ChatPayload
+from byzerllm.broker.spec import DeploySpec
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of generated output; usage fields are set when the backend knows them."""
+
+    text: str = ""
+    reasoning: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class BackendOptions(BaseModel):
+    """Base for a backend's typed options, parsed from the spec's infer_params."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+class Backend:
+    """Base class of backends; subclasses set ``Options`` and override what they support."""
+
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+
+    def __init__(self, spec: DeploySpec) -> None:
+        self.spec = spec
+        self.options = self.parse_options(spec)
+
+    @classmethod
+    def parse_options(cls, spec: DeploySpec) -> Any:
+        try:
+            return cls.Options.model_validate(spec.infer_params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigurationError(
+                f"bad infer_params for {spec.pretrained_model_type} ({spec.alias}): {problems}"
+            ) from None
+
+    @property
+    def name(self) -> str:
+        return self.spec.pretrained_model_type
+
+    async def start(self) -> None:
+        """Load the model or open the client; errors become BackendLoadError."""
+
+    async def aclose(self) -> None:
+        """Release what start() acquired."""
+
+    def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
+        raise BackendError(f"{self.name} does not support chat")
+
+    async def embed(self, texts: list[str], llm_config: dict[str, Any]) -> list[list[float]]:
+        raise BackendError(f"{self.name} does not support embeddings")
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "model_deploy_type": "saas" if self.name.startswith("saas/") else "proprietary",
+            "backend": self.name,
+            "support_stream": "chat" in self.capabilities,
+            "support_chat_template": True,
+            "message_format": True,
+            "embedding_mode": "embed" in self.capabilities,
+            "model_name": self.spec.alias,
+        }
+
+
+def last_user_text(request: ChatPayload) -> str:
+    """The text of the last message, whatever its content shape."""
+    if not request.conversations:
+        return ""
+    content = request.conversations[-1].get("content", "")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict)
+        )
+    return str(content)

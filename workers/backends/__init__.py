@@ -1,0 +1,1 @@
+"""Built-in backends; each registers under the ``byzerllm.backends`` entry points."""

@@ -1,0 +1,203 @@
+"""Writes replies, acks and worker state back to Redis in coalesced pipelines.
+
+Everything a worker has to say goes through one writer task. While a
+pipeline is in flight, new deltas of a request are appended to its unsent
+delta, so a backend faster than Redis produces fewer, larger entries; when
+nothing is in flight the next entry leaves at once, so the first token is
+never held back. A request's final reply and its XACK travel in the same
+pipeline, final reply first: an acked request always has its answer written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from byzerllm.broker.keys import GROUP, AliasKeys
+from byzerllm.broker.messages import FIELD, ReplyType, encode_replies, reply
+
+log = logging.getLogger(__name__)
+
+
+class ReplyWriter:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: AliasKeys,
+        worker_id: str,
+        on_client_gone: Callable[[str], None],
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._worker_key = keys.worker(worker_id)
+        self._worker_id = worker_id
+        self._on_client_gone = on_client_gone
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._open_delta: dict[str, dict[str, Any]] = {}
+        self._seq: dict[str, int] = {}
+        self._acks: list[str] = []
+        self._dead: list[dict[str, Any]] = []
+        self._state: dict[str, str] = {}
+        self._lru: dict[str, float] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="reply-writer")
+
+    # -- what the worker says ---------------------------------------------------
+
+    def _next_seq(self, rid: str) -> int:
+        seq = self._seq.get(rid, 0)
+        self._seq[rid] = seq + 1
+        return seq
+
+    def _queue(self, reply_to: str, item: dict[str, Any]) -> None:
+        self._pending.setdefault(reply_to, []).append(item)
+        self._idle.clear()
+        self._wakeup.set()
+
+    def delta(self, rid: str, reply_to: str, attempt: int, text: str, reasoning: str) -> None:
+        open_delta = self._open_delta.get(rid)
+        if open_delta is not None:
+            data = open_delta["data"]
+            data["text"] += text
+            data["reasoning"] += reasoning
+            return
+        item = reply(rid, self._next_seq(rid), ReplyType.DELTA,
+                     {"text": text, "reasoning": reasoning}, attempt)
+        self._open_delta[rid] = item
+        self._queue(reply_to, item)
+
+    def notice(self, rid: str, reply_to: str, attempt: int, type_: ReplyType,
+               data: dict[str, Any]) -> None:
+        """A non-final entry (retry, meta) that must not merge with deltas."""
+        self._open_delta.pop(rid, None)
+        self._queue(reply_to, reply(rid, self._next_seq(rid), type_, data, attempt))
+
+    def finish(
+        self,
+        rid: str,
+        reply_to: str,
+        attempt: int,
+        entry_id: str,
+        type_: ReplyType | None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """The final reply (or none, for a cancelled request) plus the ack."""
+        self._open_delta.pop(rid, None)
+        if type_ is not None:
+            self._queue(reply_to, reply(rid, self._next_seq(rid), type_, data or {}, attempt))
+        self._seq.pop(rid, None)
+        self.ack(entry_id)
+
+    def ack(self, entry_id: str) -> None:
+        self._acks.append(entry_id)
+        self._idle.clear()
+        self._wakeup.set()
+
+    def dead_letter(self, entry_id: str, fields: dict[bytes, bytes], reason: str) -> None:
+        entry: dict[str, Any] = {"entry_id": entry_id, "reason": reason, "at": str(time.time())}
+        for key, value in list(fields.items())[:16]:
+            entry[f"field:{key!r}"] = value[:4096]
+        self._dead.append(entry)
+        self.ack(entry_id)
+
+    def state(self, fields: dict[str, str], last_work: float | None = None) -> None:
+        """Worker hash fields (and LRU time) to write with the next flush."""
+        self._state.update(fields)
+        if last_work is not None:
+            self._lru[self._worker_id] = last_work
+        self._idle.clear()
+        self._wakeup.set()
+
+    # -- the writer task ----------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._acks or self._dead or self._state or self._lru)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._has_work():
+                self._idle.set()
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take()
+            try:
+                await self._flush(*batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis blip: keep everything and try again
+                log.warning("writing replies failed, retrying: %s", exc)
+                self._put_back(*batch)
+                await asyncio.sleep(0.5)
+
+    def _take(self) -> tuple[Any, ...]:
+        batch = (self._pending, self._acks, self._dead, self._state, self._lru)
+        self._pending, self._acks, self._dead, self._state, self._lru = {}, [], [], {}, {}
+        self._open_delta.clear()
+        return batch
+
+    def _put_back(self, pending: dict[str, list[dict[str, Any]]], acks: list[str],
+                  dead: list[dict[str, Any]], state: dict[str, str],
+                  lru: dict[str, float]) -> None:
+        for stream, items in pending.items():
+            self._pending[stream] = items + self._pending.get(stream, [])
+        self._acks = acks + self._acks
+        self._dead = dead + self._dead
+        self._state = {**state, **self._state}
+        self._lru = {**lru, **self._lru}
+
+    async def _flush(self, pending: dict[str, list[dict[str, Any]]], acks: list[str],
+                     dead: list[dict[str, Any]], state: dict[str, str],
+                     lru: dict[str, float]) -> None:
+        keys = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        streams = list(pending)
+        for stream in streams:
+            pipe.xadd(stream, {FIELD: encode_replies(pending[stream])}, nomkstream=True)
+        for entry in dead:
+            pipe.xadd(keys.dead_letter, entry, maxlen=10_000, approximate=True)
+        if acks:
+            pipe.xack(keys.requests, GROUP, *acks)
+            pipe.xdel(keys.requests, *acks)
+        if state:
+            pipe.hset(self._worker_key, mapping=state)
+        if lru:
+            pipe.zadd(keys.lru, lru)
+        results = await pipe.execute(raise_on_error=False)
+        for stream, result in zip(streams, results, strict=False):
+            if result is None:  # NOMKSTREAM: the client's reply stream expired
+                for item in pending[stream]:
+                    self._on_client_gone(item["rid"])
+            elif isinstance(result, Exception):
+                raise result
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is written."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("reply writer did not drain in %.1fs", timeout)
+
+    async def aclose(self) -> None:
+        await self.drain()
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

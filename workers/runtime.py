@@ -1,0 +1,459 @@
+"""The worker process runtime: one backend, one alias, pulling from Redis.
+
+A worker asks its alias' request stream for at most as many requests as it
+has free slots (pull, not push), so the idle worker that blocked first gets
+the next request: LRU without a dispatcher. It heartbeats, refreshes the
+idle time of the entries it holds, and claims the entries of workers whose
+heartbeat stopped. It never acks a request before its final reply is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rex
+
+from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.errors import (
+    BackendError,
+    BackendLoadError,
+    ByzerLLMError,
+    ProtocolError,
+    RequestTimeoutError,
+)
+from byzerllm.broker.keys import GROUP, Keys
+from byzerllm.broker.messages import (
+    ChatPayload,
+    EmbedPayload,
+    ReplyType,
+    Request,
+    RequestKind,
+    decode_request,
+)
+from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.spec import DeploySpec
+from byzerllm.workers.backend import Backend
+from byzerllm.workers.registry import backend_class
+from byzerllm.workers.reply_writer import ReplyWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerTiming:
+    """How often a worker speaks up and how soon peers give up on it."""
+
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 5.0  # a worker silent this long is dead to clients
+    claim_idle: float = 10.0  # entries untouched this long are claimed by peers
+    block_ms: int = 1000
+    drain_timeout: float = 30.0
+
+
+@dataclass
+class _InFlight:
+    request: Request
+    entry_id: str
+    task: asyncio.Task[None]
+    cancelled_by_client: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        spec: DeploySpec,
+        settings: BrokerSettings,
+        *,
+        backend: Backend | None = None,
+        timing: WorkerTiming | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.timing = timing or WorkerTiming()
+        self.concurrency = spec.worker_concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = Keys(settings.prefix).alias(spec.alias)
+        self.backend = backend or backend_class(spec.pretrained_model_type, spec.infer_backend)(
+            spec
+        )
+        self._inflight: dict[str, _InFlight] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._recent_cancels: dict[str, float] = {}
+        self._total = 0
+        self._last_work = 0.0
+        self._started = time.time()
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking requests; in-flight ones finish (drain)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until stop() (or SIGTERM, when installed) and drain."""
+        settings = self.settings
+        self._redis = await connect(settings)
+        self._reader = await connect(settings, blocking=True)
+        self._writer = ReplyWriter(self._redis, self.keys, self.worker_id, self._client_gone)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            with redis_errors(settings):
+                await self._register()
+            await self._start_backend()
+            self._writer.start()
+            tasks = [
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
+            ]
+            self.ready.set()
+            await self._read_loop()
+            await self._drain()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._unregister()
+            await self.backend.aclose()
+            await self._reader.aclose()
+            await self._redis.aclose()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def _register(self) -> None:
+        r, k = self._redis, self.keys
+        try:
+            await r.xgroup_create(k.requests, GROUP, id="0", mkstream=True)
+        except rex.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(k.spec, mapping=self.spec.public_hash(self.settings.max_waiting))
+        pipe.sadd(Keys(self.settings.prefix).models, self.spec.alias)
+        pipe.sadd(k.workers, self.worker_id)
+        pipe.hset(k.worker(self.worker_id), mapping=self._state_fields(ready=False))
+        await pipe.execute()
+
+    async def _start_backend(self) -> None:
+        try:
+            await self.backend.start()
+        except Exception as exc:
+            err = exc if isinstance(exc, BackendLoadError) else BackendLoadError(
+                f"{type(exc).__name__}: {exc}"
+            )
+            await self._redis.hset(self.keys.worker(self.worker_id), "last_error", str(err))
+            raise err from exc
+        await self._redis.hset(self.keys.worker(self.worker_id), "ready", "1")
+        await self._heartbeat()
+
+    def _state_fields(self, ready: bool = True) -> dict[str, str]:
+        return {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "backend": self.backend.name,
+            "max_concurrency": str(self.concurrency),
+            "free_slots": str(self.concurrency - len(self._inflight)),
+            "total_requests": str(self._total),
+            "last_work_time": str(self._last_work),
+            "heartbeat": str(time.time()),
+            "started": str(self._started),
+            "ready": "1" if ready else "0",
+        }
+
+    async def _unregister(self) -> None:
+        r, k = self._redis, self.keys
+        try:
+            pipe = r.pipeline(transaction=False)
+            pipe.zrem(k.alive, self.worker_id)
+            pipe.zrem(k.lru, self.worker_id)
+            pipe.srem(k.workers, self.worker_id)
+            pipe.delete(k.worker(self.worker_id))
+            await pipe.execute()
+            consumers = await r.xinfo_consumers(k.requests, GROUP)
+            mine = [c for c in consumers if _s(c["name"]) == self.worker_id]
+            if mine and int(mine[0]["pending"]) == 0:
+                await r.xgroup_delconsumer(k.requests, GROUP, self.worker_id)
+        except Exception as exc:  # leaving anyway; peers clean up after us
+            log.warning("unregistering worker %s failed: %s", self.worker_id, exc)
+
+    async def _drain(self) -> None:
+        inflight = [f.task for f in self._inflight.values()]
+        if inflight:
+            log.info("draining %d in-flight requests", len(inflight))
+            done, pending = await asyncio.wait(inflight, timeout=self.timing.drain_timeout)
+            for task in pending:  # left un-acked: a peer claims and retries them
+                task.cancel()
+        await self._writer.aclose()
+
+    # -- reading requests ------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        k = self.keys
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                response = await self._reader.xreadgroup(
+                    GROUP, self.worker_id, {k.requests: ">"}, count=free,
+                    block=self.timing.block_ms,
+                )
+            except rex.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream was deleted under us
+                    await self._register()
+                    continue
+                raise
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                log.warning("reading requests failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _stream, entries in response or ():
+                for entry_id, fields in entries:
+                    self._accept(_s(entry_id), fields, retry=False)
+
+    def _accept(self, entry_id: str, fields: dict[bytes, bytes] | None, retry: bool) -> None:
+        if not fields:  # deleted after delivery: nothing to answer
+            self._writer.ack(entry_id)
+            return
+        try:
+            request = decode_request(fields)
+        except ProtocolError as exc:
+            log.warning("dead-lettering malformed request %s: %s", entry_id, exc)
+            self._writer.dead_letter(entry_id, fields, str(exc))
+            return
+        if request.id in self._inflight:  # our own entry came back by a claim
+            return
+        if retry:
+            request = request.model_copy(update={"attempt": request.attempt + 1})
+            self._writer.notice(request.id, request.reply_to, request.attempt, ReplyType.RETRY,
+                                {"attempt": request.attempt})
+        if request.id in self._recent_cancels:
+            self._writer.finish(request.id, request.reply_to, request.attempt, entry_id, None)
+            return
+        self._total += 1
+        self._last_work = time.time()
+        task = asyncio.get_running_loop().create_task(self._serve(request, entry_id))
+        self._inflight[request.id] = _InFlight(request, entry_id, task)
+        task.add_done_callback(lambda _t, rid=request.id: self._done(rid))
+        self._writer.state(
+            {"free_slots": str(self.concurrency - len(self._inflight)),
+             "total_requests": str(self._total),
+             "last_work_time": str(self._last_work)},
+            last_work=self._last_work,
+        )
+
+    def _done(self, rid: str) -> None:
+        self._inflight.pop(rid, None)
+        self._slot_freed.set()
+        self._writer.state({"free_slots": str(self.concurrency - len(self._inflight))})
+
+    # -- serving one request -----------------------------------------------------------
+
+    async def _serve(self, request: Request, entry_id: str) -> None:
+        rid, to, attempt = request.id, request.reply_to, request.attempt
+        try:
+            if request.deadline is not None and time.time() >= request.deadline:
+                raise RequestTimeoutError(
+                    f"request {rid} for {request.alias!r} passed its deadline before it ran"
+                )
+            if request.deadline is not None:
+                loop = asyncio.get_running_loop()
+                remaining = request.deadline - time.time()
+                async with asyncio.timeout_at(loop.time() + remaining):
+                    data = await self._run_kind(request)
+            else:
+                data = await self._run_kind(request)
+        except asyncio.CancelledError:
+            flight = self._inflight.get(rid)
+            if flight is not None and flight.cancelled_by_client:
+                self._writer.finish(rid, to, attempt, entry_id, None)
+            # else: shutting down; the entry stays pending for a peer
+            raise
+        except TimeoutError:
+            err = RequestTimeoutError(f"request {rid} for {request.alias!r} passed its deadline")
+            self._writer.finish(rid, to, attempt, entry_id, ReplyType.ERROR, err.to_wire())
+        except ByzerLLMError as exc:
+            self._writer.finish(rid, to, attempt, entry_id, ReplyType.ERROR, exc.to_wire())
+        except Exception as exc:
+            log.exception("backend %s failed on request %s", self.backend.name, rid)
+            err = BackendError(f"{type(exc).__name__}: {exc}")
+            self._writer.finish(rid, to, attempt, entry_id, ReplyType.ERROR, err.to_wire())
+        else:
+            self._writer.finish(rid, to, attempt, entry_id, ReplyType.END, data)
+
+    async def _run_kind(self, request: Request) -> dict[str, Any]:
+        if request.kind is RequestKind.CHAT:
+            return await self._chat(request)
+        if request.kind is RequestKind.EMBED:
+            payload = EmbedPayload.model_validate(request.payload)
+            start = time.perf_counter()
+            vectors = await self.backend.embed(payload.texts, payload.llm_config)
+            return {"output": vectors, "meta": {
+                "request_id": request.id, "time_cost": time.perf_counter() - start,
+                "input_tokens_count": sum(len(t.split()) for t in payload.texts),
+                "generated_tokens_count": 0, "worker_id": self.worker_id}}
+        return {"output": self.backend.meta()}
+
+    async def _chat(self, request: Request) -> dict[str, Any]:
+        payload = ChatPayload.model_validate(request.payload)
+        writer, rid, to, attempt = self._writer, request.id, request.reply_to, request.attempt
+        start = time.perf_counter()
+        first_token = 0.0
+        texts: list[str] = []
+        reasonings: list[str] = []
+        input_tokens = output_tokens = 0
+        finish_reason = "stop"
+        async for chunk in self.backend.chat(payload):
+            if chunk.text or chunk.reasoning:
+                if not first_token:
+                    first_token = time.perf_counter() - start
+                if payload.stream:
+                    writer.delta(rid, to, attempt, chunk.text, chunk.reasoning)
+                texts.append(chunk.text)
+                reasonings.append(chunk.reasoning)
+            if chunk.input_tokens is not None:
+                input_tokens = chunk.input_tokens
+            if chunk.output_tokens is not None:
+                output_tokens = chunk.output_tokens
+            if chunk.finish_reason:
+                finish_reason = chunk.finish_reason
+        elapsed = time.perf_counter() - start
+        meta = {
+            "request_id": rid,
+            "input_tokens_count": input_tokens,
+            "generated_tokens_count": output_tokens,
+            "time_cost": elapsed,
+            "first_token_time": first_token,
+            "speed": output_tokens / elapsed if elapsed > 0 else 0.0,
+            "finish_reason": finish_reason,
+            "reasoning_content": "".join(reasonings),
+            "worker_id": self.worker_id,
+        }
+        data: dict[str, Any] = {"meta": meta}
+        if not payload.stream:
+            data["output"] = "".join(texts)
+        return data
+
+    # -- cancellation and client loss ------------------------------------------------
+
+    def _cancel(self, rid: str) -> None:
+        flight = self._inflight.get(rid)
+        if flight is None:
+            self._recent_cancels[rid] = time.time()
+            return
+        flight.cancelled_by_client = True
+        flight.task.cancel()
+
+    def _client_gone(self, rid: str) -> None:
+        log.info("client of request %s is gone; stopping it", rid)
+        self._cancel(rid)
+
+    async def _cancel_listener(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.keys.cancel_channel)
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                except (rex.ConnectionError, OSError) as exc:
+                    log.warning("cancel channel lost, resubscribing: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if message and message["type"] == "message":
+                    self._cancel(_s(message["data"]))
+        finally:
+            await pubsub.aclose()
+
+    # -- liveness and recovery ------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        now = time.time()
+        r, k = self._redis, self.keys
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(k.alive, {self.worker_id: now + self.timing.heartbeat_ttl})
+        pipe.hset(k.worker(self.worker_id), mapping={
+            "heartbeat": str(now), "free_slots": str(self.concurrency - len(self._inflight))})
+        held = [f.entry_id for f in self._inflight.values()]
+        if held:  # keep our entries' idle time low so peers don't claim them
+            pipe.xclaim(k.requests, GROUP, self.worker_id, 0, held, justid=True)
+        await pipe.execute()
+        horizon = now - 3600
+        for rid in [r_ for r_, t in self._recent_cancels.items() if t < horizon]:
+            del self._recent_cancels[rid]
+
+    async def _heartbeat_loop(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self.timing.heartbeat_interval)
+            try:
+                await self._heartbeat()
+                if not self._stopping.is_set():
+                    await self._claim_stale()
+                beats += 1
+                if beats % 10 == 0:
+                    await self._forget_dead_workers()
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _claim_stale(self) -> None:
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return
+        min_idle = int(self.timing.claim_idle * 1000)
+        result = await self._redis.xautoclaim(
+            self.keys.requests, GROUP, self.worker_id, min_idle, "0-0", count=free
+        )
+        entries = result[1] if result else []
+        for entry_id, fields in entries:
+            log.info("claimed request entry %s from a dead worker", _s(entry_id))
+            self._accept(_s(entry_id), fields, retry=True)
+
+    async def _forget_dead_workers(self) -> None:
+        """Drop state of workers whose heartbeat expired long ago and who hold nothing."""
+        r, k = self._redis, self.keys
+        horizon = time.time() - self.timing.claim_idle * 3
+        dead = [_s(w) for w in await r.zrangebyscore(k.alive, "-inf", horizon)]
+        if not dead:
+            return
+        consumers = {_s(c["name"]): int(c["pending"]) for c in
+                     await r.xinfo_consumers(k.requests, GROUP)}
+        for wid in dead:
+            if consumers.get(wid, 0):
+                continue
+            pipe = r.pipeline(transaction=False)
+            pipe.zrem(k.alive, wid)
+            pipe.zrem(k.lru, wid)
+            pipe.srem(k.workers, wid)
+            pipe.delete(k.worker(wid))
+            if wid in consumers:
+                pipe.xgroup_delconsumer(k.requests, GROUP, wid)
+            await pipe.execute()
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def serve(spec: DeploySpec, settings: BrokerSettings,
+                timing: WorkerTiming | None = None) -> None:
+    """Run one worker in this process until SIGTERM/SIGINT, then drain."""
+    worker = Worker(spec, settings, timing=timing)
+    worker.install_signal_handlers()
+    await worker.run()
+
+
