@@ -6,6 +6,7 @@ wrap Redis work in :func:`redis_errors` and see only byzerllm errors.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -66,3 +67,14 @@ async def connect(settings: BrokerSettings, *, blocking: bool = False) -> aiored
             await client.aclose()
             raise
     return client
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library turned into another error.
+
+    redis-py may answer a cancel during a command with a ConnectionError;
+    a retry loop that catches that must still stop when its task was cancelled.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

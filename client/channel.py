@@ -19,7 +19,7 @@ from typing import Any
 from redis import exceptions as rex
 
 from byzerllm.broker.batcher import CommandBatcher
-from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import (
     ModelNotFoundError,
     NoLiveWorkerError,
@@ -207,6 +207,7 @@ class RequestChannel:
     async def _read_loop(self) -> None:
         last_refresh = time.monotonic()
         while True:
+            raise_if_cancelling()  # a library may have swallowed our cancel
             try:
                 response = await self._blocking.xread(
                     {self.reply_key: self._last_id}, count=1000, block=1000
@@ -214,6 +215,7 @@ class RequestChannel:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 log.warning("reading replies failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
                 continue

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from byzerllm.broker.connection import raise_if_cancelling
 from byzerllm.broker.keys import GROUP, AliasKeys
 from byzerllm.broker.messages import FIELD, ReplyType, encode_replies, reply
 
@@ -126,6 +127,7 @@ class ReplyWriter:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a library may have swallowed our cancel
             if not self._has_work():
                 self._idle.set()
                 if self._closing:
@@ -139,6 +141,7 @@ class ReplyWriter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis blip: keep everything and try again
+                raise_if_cancelling()
                 log.warning("writing replies failed, retrying: %s", exc)
                 self._put_back(*batch)
                 await asyncio.sleep(0.5)

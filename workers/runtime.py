@@ -21,7 +21,7 @@ from typing import Any
 
 from redis import exceptions as rex
 
-from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import (
     BackendError,
     BackendLoadError,
@@ -219,6 +219,7 @@ class Worker:
                     continue
                 raise
             except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("reading requests failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -368,9 +369,11 @@ class Worker:
         await pubsub.subscribe(self.keys.cancel_channel)
         try:
             while True:
+                raise_if_cancelling()  # a library may have swallowed our cancel
                 try:
                     message = await pubsub.get_message(timeout=1.0)
                 except (rex.ConnectionError, OSError) as exc:
+                    raise_if_cancelling()
                     log.warning("cancel channel lost, resubscribing: %s", exc)
                     await asyncio.sleep(0.5)
                     continue
@@ -399,6 +402,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         beats = 0
         while True:
+            raise_if_cancelling()  # a library may have swallowed our cancel
             await asyncio.sleep(self.timing.heartbeat_interval)
             try:
                 await self._heartbeat()
@@ -408,6 +412,7 @@ class Worker:
                 if beats % 10 == 0:
                     await self._forget_dead_workers()
             except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("heartbeat failed: %s", exc)
 
     async def _claim_stale(self) -> None:

@@ -1,0 +1,155 @@
+"""Fixtures: a real Redis per session, a fresh key prefix per test, workers.
+
+Workers run either in the test's event loop (fast, for most tests) or as
+real ``byzerllm worker`` processes (for crash, signal and CLI tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from byzerllm.broker.keys import Keys
+from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.spec import DeploySpec
+from byzerllm.client.llm import AsyncByzerLLM
+from byzerllm.workers.runtime import Worker, WorkerTiming
+from tests.redis_server import RedisServer
+
+FAST = WorkerTiming(heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=200,
+                    drain_timeout=10)
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> BrokerSettings:
+    return BrokerSettings(redis_url=redis_server.url, prefix=f"t{os.getpid()}x{next(_prefixes)}")
+
+
+@pytest.fixture
+def sync_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys(settings: BrokerSettings) -> Keys:
+    return Keys(settings.prefix)
+
+
+StartWorker = Callable[..., "asyncio.Future[Worker]"]
+
+
+@pytest.fixture
+async def start_worker(settings: BrokerSettings) -> AsyncIterator[Callable[..., Any]]:
+    """Start an in-loop worker: ``await start_worker("alias", reply="x", concurrency=2)``."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(alias: str = "echo", *, concurrency: int = 4,
+                    model_type: str = "custom/echo", timing: WorkerTiming = FAST,
+                    settings_: BrokerSettings | None = None, **params: Any) -> Worker:
+        spec = DeploySpec(alias=alias, pretrained_model_type=model_type,
+                          worker_concurrency=concurrency, infer_params=params)
+        worker = Worker(spec, settings_ or settings, timing=timing)
+        task = asyncio.create_task(worker.run())
+        ready = asyncio.create_task(worker.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=10)
+        if task.done():
+            ready.cancel()
+            task.result()  # raises the start error
+        running.append((worker, task))
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.stop()
+    done, pending = await asyncio.wait([t for _, t in running], timeout=15)
+    for task in asyncio.all_tasks() if pending else ():
+        task.print_stack(limit=4)
+
+
+@pytest.fixture
+async def llm(settings: BrokerSettings) -> AsyncIterator[AsyncByzerLLM]:
+    client = AsyncByzerLLM(settings=settings, default_model_name="echo")
+    yield client
+    await client.aclose()
+
+
+class WorkerProcesses:
+    """Real ``byzerllm worker`` processes for one test."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BYZERLLM_REDIS_URL": self.settings.redis_url,
+                "BYZERLLM_PREFIX": self.settings.prefix, "PYTHONUNBUFFERED": "1"}
+
+    def start(self, alias: str, *infer_params: str, concurrency: int = 1,
+              model_type: str = "custom/echo", wait: bool = True) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "byzerllm.cli.main", "worker", "--model", alias,
+               "--pretrained_model_type", model_type, "--worker_concurrency", str(concurrency),
+               "--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"]
+        if infer_params:
+            cmd += ["--infer_params", *infer_params]
+        proc = subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        if wait:
+            self.wait_ready(alias, proc)
+        return proc
+
+    def wait_ready(self, alias: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+        client = redis.Redis.from_url(self.settings.redis_url)
+        key = Keys(self.settings.prefix).alias(alias)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    raise RuntimeError(f"worker exited with {proc.returncode}: {out}")
+                for wid in client.smembers(key.workers):
+                    info = client.hgetall(key.worker(wid.decode()))
+                    if info.get(b"pid") == str(proc.pid).encode() and info.get(b"ready") == b"1":
+                        return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise RuntimeError(f"worker {proc.pid} for {alias} not ready in {timeout}s")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def worker_procs(settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(settings)
+    yield procs
+    procs.stop_all()
