@@ -54,7 +54,9 @@ def redis_errors(settings: BrokerSettings) -> Iterator[None]:
             "--redis_url / BYZERLLM_REDIS_URL at a running one"
         ) from exc
     except rex.ResponseError as exc:
-        raise BrokerUnavailableError(f"Redis at {settings.safe_url} answered an error: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"Redis at {settings.safe_url} answered an error: {exc}"
+        ) from exc
 
 
 async def connect(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:

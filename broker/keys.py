@@ -25,8 +25,14 @@ key                                    type         content
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 GROUP = "workers"
+
+
+def text(value: Any) -> str:
+    """A key, member or field as read from Redis (bytes), as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,14 @@ tell each other apart during a rolling upgrade.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from byzerllm.broker.errors import ProtocolError
 
-VERSION = 1
+VERSION: Final = 1
 FIELD = b"m"
 
 
@@ -114,14 +114,18 @@ def reply(
     rid: str, seq: int, type_: ReplyType, data: dict[str, Any], attempt: int = 0
 ) -> dict[str, Any]:
     """A reply as the plain dict that goes on the wire (validated by the reader)."""
-    return {"v": VERSION, "rid": rid, "seq": seq, "type": type_.value, "attempt": attempt,
-            "data": data}
+    return {
+        "v": VERSION,
+        "rid": rid,
+        "seq": seq,
+        "type": type_.value,
+        "attempt": attempt,
+        "data": data,
+    }
 
 
 def _short(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
 
 
 class ChatPayload(BaseModel):

@@ -8,9 +8,10 @@ defaults, so a multi-host setup is configured by one environment.
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from byzerllm.broker.errors import ConfigurationError
 
@@ -65,6 +66,12 @@ class BrokerSettings(BaseModel):
             )
         return url
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from None
+
     @property
     def safe_url(self) -> str:
         return mask_url(self.redis_url)
@@ -85,9 +92,14 @@ class BrokerSettings(BaseModel):
             if var in env:
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ConfigurationError:
-            raise
-        except ValueError as exc:
-            raise ConfigurationError(f"bad broker settings: {exc}") from None
+        return cls(**values)
+
+
+def _explain(exc: ValidationError) -> str:
+    """The first problem in words; our own ConfigurationError message as it was."""
+    error = exc.errors()[0]
+    original = (error.get("ctx") or {}).get("error")
+    if isinstance(original, ConfigurationError):
+        return str(original)
+    field = ".".join(str(p) for p in error["loc"])
+    return f"bad broker setting {field}={error.get('input')!r}: {error['msg']}"

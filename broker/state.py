@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from byzerllm.broker.keys import Keys
+from byzerllm.broker.keys import Keys, text
 
 WORKER_FIELDS = (
     "host",
@@ -88,10 +88,9 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
     if not await redis.exists(ak.spec):
         return None
     now = time.time()
-    alive_ids = [
-        m.decode() for m in await redis.zrangebyscore(ak.alive, now, "+inf")
-    ]
-    lru_order = {m.decode(): s for m, s in await redis.zrange(ak.lru, 0, -1, withscores=True)}
+    alive_ids = [text(m) for m in await redis.zrangebyscore(ak.alive, now, "+inf")]
+    scored: list[Any] = await redis.zrange(ak.lru, 0, -1, withscores=True)
+    lru_order = {text(m): float(s) for m, s in scored}
     alive_ids.sort(key=lambda w: lru_order.get(w, 0.0))
     pipe = redis.pipeline(transaction=False)
     for wid in alive_ids:
@@ -118,8 +117,7 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
         state=[w.free_slots for w in workers],
         worker_max_concurrency=max((w.max_concurrency for w in workers), default=0),
         workers_last_work_time=[
-            f"{(now - w.last_work_time) if w.last_work_time else now - w.started}s"
-            for w in workers
+            f"{(now - w.last_work_time) if w.last_work_time else now - w.started}s" for w in workers
         ],
         waiting_requests=max(waiting, 0),
         workers=workers,
@@ -127,4 +125,4 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
 
 
 async def list_aliases(redis: aioredis.Redis, keys: Keys) -> list[str]:
-    return sorted(m.decode() for m in await redis.smembers(keys.models))
+    return sorted(text(m) for m in await redis.smembers(keys.models))

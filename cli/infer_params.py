@@ -18,12 +18,13 @@ from byzerllm.broker.spec import is_secret_key
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
-_TEXT_KEYS = ("model", "_id", "version", "name", "path", "voice", "region")
+_TEXT_SUFFIXES = ("model", "_id", "version", "name", "path", "voice", "region", "endpoint")
 
 
 def _keeps_text(key: str) -> bool:
+    """Ids, versions and names that look like numbers are still names."""
     last = key.rsplit(".", 1)[-1].lower()
-    return is_secret_key(key) or any(part in last for part in _TEXT_KEYS)
+    return is_secret_key(key) or last.endswith(_TEXT_SUFFIXES)
 
 
 def _value(key: str, raw: str) -> Any:

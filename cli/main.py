@@ -32,16 +32,25 @@ out = Console()
 def redis_url_options(fn: F) -> F:
     """``--redis_url`` (and the original's ``--ray_address``, now meaning the same)."""
 
-    @click.option("--ray_address", default=None, hidden=True,
-                  help="Deprecated: the Redis URL, as --redis_url.")
-    @click.option("--redis_url", envvar="BYZERLLM_REDIS_URL", default=None,
-                  help="Redis URL (default redis://127.0.0.1:6379/0, or BYZERLLM_REDIS_URL).")
+    @click.option(
+        "--ray_address",
+        default=None,
+        hidden=True,
+        help="Deprecated: the Redis URL, as --redis_url.",
+    )
+    @click.option(
+        "--redis_url",
+        envvar="BYZERLLM_REDIS_URL",
+        default=None,
+        help="Redis URL (default redis://127.0.0.1:6379/0, or BYZERLLM_REDIS_URL).",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, redis_url: str | None, ray_address: str | None, **kw: Any) -> Any:
         if ray_address and not redis_url:
             if ray_address != "auto":
-                console.print("[yellow]--ray_address is now the Redis URL; "
-                              "prefer --redis_url[/yellow]")
+                console.print(
+                    "[yellow]--ray_address is now the Redis URL; prefer --redis_url[/yellow]"
+                )
                 redis_url = ray_address
         return fn(*args, redis_url=redis_url, **kw)
 
@@ -77,30 +86,51 @@ def byzerllm_cli() -> None:
 @click.option("--heartbeat_ttl", default=5.0, type=float, hidden=True)
 @click.option("--claim_idle", default=10.0, type=float, hidden=True)
 @click.option("--log_level", default="INFO", show_default=True)
-def worker(redis_url: str | None, model: str, pretrained_model_type: str, infer_backend: str,
-           model_path: str, infer_params: tuple[str, ...], worker_concurrency: int,
-           cpus_per_worker: float, gpus_per_worker: float, num_workers: int,
-           heartbeat_interval: float, heartbeat_ttl: float, claim_idle: float,
-           log_level: str) -> None:
+def worker(
+    redis_url: str | None,
+    model: str,
+    pretrained_model_type: str,
+    infer_backend: str,
+    model_path: str,
+    infer_params: tuple[str, ...],
+    worker_concurrency: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    num_workers: int,
+    heartbeat_interval: float,
+    heartbeat_ttl: float,
+    claim_idle: float,
+    log_level: str,
+) -> None:
     """Run one worker process serving MODEL until SIGTERM (then drain)."""
     from byzerllm.workers.runtime import WorkerTiming
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         spec = DeploySpec(
-            alias=model, pretrained_model_type=pretrained_model_type, infer_backend=infer_backend,
-            model_path=model_path, infer_params=parse_infer_params(infer_params),
-            worker_concurrency=worker_concurrency, num_workers=num_workers,
-            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+            alias=model,
+            pretrained_model_type=pretrained_model_type,
+            infer_backend=infer_backend,
+            model_path=model_path,
+            infer_params=parse_infer_params(infer_params),
+            worker_concurrency=worker_concurrency,
+            num_workers=num_workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
         )
         settings = BrokerSettings.from_env(redis_url)
     except (ByzerLLMError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    timing = WorkerTiming(heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl,
-                          claim_idle=claim_idle)
-    console.print(f"worker for [bold]{model}[/bold] ({pretrained_model_type}) on "
-                  f"{settings.safe_url}")
+    timing = WorkerTiming(
+        heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl, claim_idle=claim_idle
+    )
+    console.print(
+        f"worker for [bold]{model}[/bold] ({pretrained_model_type}) on {settings.safe_url}"
+    )
     run(_serve_with_uvloop(spec, settings, timing))
 
 
@@ -128,12 +158,20 @@ async def _stat(settings: BrokerSettings, model: str | None) -> None:
             if stat is None:
                 raise click.ClickException(
                     f"no model is deployed under the alias {model!r}; "
-                    f"known: {', '.join(await list_aliases(redis, keys)) or 'none'}")
+                    f"known: {', '.join(await list_aliases(redis, keys)) or 'none'}"
+                )
             view = stat.guide_view()
             view["waiting_requests"] = stat.waiting_requests
             view["workers"] = [
-                {"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "ready": w.ready,
-                 "backend": w.backend, "last_error": w.last_error} for w in stat.workers
+                {
+                    "worker_id": w.worker_id,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "ready": w.ready,
+                    "backend": w.backend,
+                    "last_error": w.last_error,
+                }
+                for w in stat.workers
             ]
             out.print_json(json.dumps(view))
             return
@@ -141,9 +179,14 @@ async def _stat(settings: BrokerSettings, model: str | None) -> None:
         for alias in await list_aliases(redis, keys):
             s = await read_alias_stat(redis, keys, alias)
             if s is not None:
-                table.add_row(alias, str(s.total_workers), str(s.busy_workers),
-                              str(s.idle_workers), str(s.waiting_requests),
-                              str(sum(s.total_requests)))
+                table.add_row(
+                    alias,
+                    str(s.total_workers),
+                    str(s.busy_workers),
+                    str(s.idle_workers),
+                    str(s.waiting_requests),
+                    str(sum(s.total_requests)),
+                )
         out.print(table)
     finally:
         await redis.aclose()
@@ -173,6 +216,16 @@ async def _stream_answer(settings: BrokerSettings, alias: str, query: str) -> No
 def chat(redis_url: str | None, alias: str, query: str) -> None:
     """Ask ALIAS the QUERY and stream the answer."""
     run(_stream_answer(_settings(redis_url), alias, query))
+
+
+@byzerllm_cli.command()
+@redis_url_options
+@click.option("--model", default="quickstart_chat", show_default=True, help="Alias to deploy.")
+def quickstart(redis_url: str | None, model: str) -> None:
+    """Start Redis if none runs, serve a model under an alias, and talk to it."""
+    from byzerllm.cli.quickstart import run_quickstart
+
+    run(run_quickstart(redis_url, model, out))
 
 
 @click.group()

@@ -122,10 +122,19 @@ class RequestChannel:
         now = time.time()
         rid = uuid.uuid4().hex
         deadline = now + timeout if timeout else None
-        data = pack({
-            "v": VERSION, "id": rid, "alias": alias, "kind": kind.value, "payload": payload,
-            "reply_to": self.reply_key, "deadline": deadline, "attempt": 0, "created": now,
-        })
+        data = pack(
+            {
+                "v": VERSION,
+                "id": rid,
+                "alias": alias,
+                "kind": kind.value,
+                "payload": payload,
+                "reply_to": self.reply_key,
+                "deadline": deadline,
+                "attempt": 0,
+                "created": now,
+            }
+        )
         if len(data) > self.settings.max_request_bytes:
             raise RequestTooLargeError(
                 f"the request for {alias!r} is {len(data)} bytes, above the limit of "
@@ -235,9 +244,20 @@ class RequestChannel:
                 replies = decode_replies(fields)
             except ProtocolError as exc:
                 log.warning("dead-lettering malformed reply entry %r: %s", entry_id, exc)
-                self._batcher.send("XADD", self.keys.dead_letter, "MAXLEN", "~", 10000, "*",
-                                   "reason", str(exc), "stream", self.reply_key,
-                                   "entry_id", entry_id)
+                self._batcher.send(
+                    "XADD",
+                    self.keys.dead_letter,
+                    "MAXLEN",
+                    "~",
+                    10000,
+                    "*",
+                    "reason",
+                    str(exc),
+                    "stream",
+                    self.reply_key,
+                    "entry_id",
+                    entry_id,
+                )
                 continue
             for item in replies:
                 call = calls.get(item.rid)

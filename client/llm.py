@@ -57,9 +57,10 @@ class AsyncByzerLLM:
         *,
         default_model_name: str | None = None,
         settings: BrokerSettings | None = None,
+        prefix: str | None = None,
         request_timeout: float | None | str = "default",
     ) -> None:
-        self.settings = settings or BrokerSettings.from_env(redis_url)
+        self.settings = settings or BrokerSettings.from_env(redis_url, prefix=prefix)
         self.default_model_name = default_model_name
         self.default_emb_model_name: str | None = None
         self.request_timeout = (
@@ -115,8 +116,12 @@ class AsyncByzerLLM:
         call = await self.channel.submit(
             alias,
             RequestKind.CHAT,
-            {"conversations": messages, "llm_config": llm_config, "stream": False,
-             "extra_request_params": extra_request_params or {}},
+            {
+                "conversations": messages,
+                "llm_config": llm_config,
+                "stream": False,
+                "extra_request_params": extra_request_params or {},
+            },
             self._timeout(llm_config),
         )
         output: Any = ""
@@ -149,8 +154,12 @@ class AsyncByzerLLM:
         call = await channel.submit(
             alias,
             RequestKind.CHAT,
-            {"conversations": messages, "llm_config": llm_config, "stream": True,
-             "extra_request_params": extra_request_params or {}},
+            {
+                "conversations": messages,
+                "llm_config": llm_config,
+                "stream": True,
+                "extra_request_params": extra_request_params or {},
+            },
             self._timeout(llm_config),
         )
         text = reasoning = shown = shown_reasoning = ""
@@ -162,7 +171,7 @@ class AsyncByzerLLM:
                 if len(text) <= len(shown) and len(reasoning) <= len(shown_reasoning):
                     continue  # empty, or replaying what a failed worker already sent
                 if delta_mode:
-                    out, out_reasoning = text[len(shown):], reasoning[len(shown_reasoning):]
+                    out, out_reasoning = text[len(shown) :], reasoning[len(shown_reasoning) :]
                 else:
                     out, out_reasoning = text, reasoning
                 shown, shown_reasoning = text, reasoning
@@ -172,21 +181,25 @@ class AsyncByzerLLM:
             elif item.type is ReplyType.END:
                 meta = item.data.get("meta", {})
                 first_token_time = float(meta.get("first_token_time", 0.0))
-                yield ("" if delta_mode else shown), SingleOutputMeta(
-                    input_tokens_count=int(meta.get("input_tokens_count", 0)),
-                    generated_tokens_count=int(meta.get("generated_tokens_count", 0)),
-                    reasoning_content="" if delta_mode else shown_reasoning,
-                    finish_reason=meta.get("finish_reason"),
-                    first_token_time=first_token_time,
-                    extra_info=meta,
+                yield (
+                    ("" if delta_mode else shown),
+                    SingleOutputMeta(
+                        input_tokens_count=int(meta.get("input_tokens_count", 0)),
+                        generated_tokens_count=int(meta.get("generated_tokens_count", 0)),
+                        reasoning_content="" if delta_mode else shown_reasoning,
+                        finish_reason=meta.get("finish_reason"),
+                        first_token_time=first_token_time,
+                        extra_info=meta,
+                    ),
                 )
 
     async_stream_chat_oai = stream_chat_oai
 
     # -- embeddings ------------------------------------------------------------------
 
-    async def emb(self, model: str | None, texts: list[str] | str,
-                  llm_config: dict[str, Any] | None = None) -> list[LLMResponse]:
+    async def emb(
+        self, model: str | None, texts: list[str] | str, llm_config: dict[str, Any] | None = None
+    ) -> list[LLMResponse]:
         alias = model or self.default_emb_model_name or self.default_model_name
         if not alias:
             raise ConfigurationError(
@@ -196,17 +209,22 @@ class AsyncByzerLLM:
         items = [texts] if isinstance(texts, str) else list(texts)
         llm_config = dict(llm_config or {})
         channel = self.channel
-        call = await channel.submit(alias, RequestKind.EMBED,
-                                    {"texts": items, "llm_config": llm_config},
-                                    self._timeout(llm_config))
+        call = await channel.submit(
+            alias,
+            RequestKind.EMBED,
+            {"texts": items, "llm_config": llm_config},
+            self._timeout(llm_config),
+        )
         vectors: list[list[float]] = []
         meta: dict[str, Any] = {}
         async for item in channel.replies(call):
             if item.type is ReplyType.END:
                 vectors = item.data.get("output", [])
                 meta = item.data.get("meta", {})
-        return [LLMResponse(output=v, input=t, metadata=meta)
-                for v, t in zip(vectors, items, strict=False)]
+        return [
+            LLMResponse(output=v, input=t, metadata=meta)
+            for v, t in zip(vectors, items, strict=False)
+        ]
 
     async def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
         return await self.emb(model, [text])

@@ -80,8 +80,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     loop = background_loop()
     if threading.current_thread() is _thread:
         coro.close()
-        raise RuntimeError("a synchronous byzerllm call was made from inside its own loop; "
-                           "use the async API (AsyncByzerLLM) in coroutines")
+        raise RuntimeError(
+            "a synchronous byzerllm call was made from inside its own loop; "
+            "use the async API (AsyncByzerLLM) in coroutines"
+        )
     future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result()

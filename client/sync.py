@@ -28,7 +28,10 @@ class ByzerLLM:
 
     @classmethod
     def from_default_model(
-        cls, model: str, auto_connect_cluster: bool = True, redis_url: str | None = None,
+        cls,
+        model: str,
+        auto_connect_cluster: bool = True,
+        redis_url: str | None = None,
         **kwargs: Any,
     ) -> ByzerLLM:
         llm = cls(redis_url, **kwargs)
@@ -60,25 +63,47 @@ class ByzerLLM:
 
     # -- calls -----------------------------------------------------------------------
 
-    def chat_oai(self, conversations: Conversations, model: str | None = None,
-                 role_mapping: dict[str, str] | None = None,
-                 llm_config: dict[str, Any] | None = None,
-                 extra_request_params: dict[str, Any] | None = None) -> list[LLMResponse]:
-        return run_sync(self.aio.chat_oai(conversations, model=model, role_mapping=role_mapping,
-                                          llm_config=llm_config,
-                                          extra_request_params=extra_request_params))
+    def chat_oai(
+        self,
+        conversations: Conversations,
+        model: str | None = None,
+        role_mapping: dict[str, str] | None = None,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
+        return run_sync(
+            self.aio.chat_oai(
+                conversations,
+                model=model,
+                role_mapping=role_mapping,
+                llm_config=llm_config,
+                extra_request_params=extra_request_params,
+            )
+        )
 
-    def stream_chat_oai(self, conversations: Conversations, model: str | None = None,
-                        role_mapping: dict[str, str] | None = None, delta_mode: bool = False,
-                        llm_config: dict[str, Any] | None = None,
-                        extra_request_params: dict[str, Any] | None = None,
-                        ) -> Iterator[tuple[str, SingleOutputMeta]]:
-        return iterate_sync(self.aio.stream_chat_oai(
-            conversations, model=model, role_mapping=role_mapping, delta_mode=delta_mode,
-            llm_config=llm_config, extra_request_params=extra_request_params))
+    def stream_chat_oai(
+        self,
+        conversations: Conversations,
+        model: str | None = None,
+        role_mapping: dict[str, str] | None = None,
+        delta_mode: bool = False,
+        llm_config: dict[str, Any] | None = None,
+        extra_request_params: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[str, SingleOutputMeta]]:
+        return iterate_sync(
+            self.aio.stream_chat_oai(
+                conversations,
+                model=model,
+                role_mapping=role_mapping,
+                delta_mode=delta_mode,
+                llm_config=llm_config,
+                extra_request_params=extra_request_params,
+            )
+        )
 
-    def emb(self, model: str | None, texts: list[str] | str,
-            llm_config: dict[str, Any] | None = None) -> list[LLMResponse]:
+    def emb(
+        self, model: str | None, texts: list[str] | str, llm_config: dict[str, Any] | None = None
+    ) -> list[LLMResponse]:
         return run_sync(self.aio.emb(model, texts, llm_config))
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:

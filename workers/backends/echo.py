@@ -75,7 +75,7 @@ class EchoBackend(Backend):
         size = max(1, math.ceil(len(text) / chunks))
         return [text[i : i + size] for i in range(0, len(text), size)]
 
-    async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
         opts = self.options
         if opts.fail_with:
             raise BackendError(opts.fail_with)
