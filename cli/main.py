@@ -110,6 +110,8 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "httpx2", "httpcore", "openai"):  # a line per HTTP call
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
     try:
         spec = DeploySpec(
             alias=model,

@@ -8,7 +8,6 @@ the next command.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from rich.console import Console
@@ -31,10 +30,10 @@ async def run_quickstart(redis_url: str | None, alias: str, out: Console) -> Non
         pretrained_model_type="custom/echo",
         infer_params={"prefix": f"[{alias}] you said: ", "delay": 0.05},
     )
-    proc = spawn_worker(spec, settings, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = spawn_worker(spec, settings)
     llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
     try:
-        await wait_ready(settings, alias, proc)
+        await wait_ready(settings, worker)
         out.print(f"[bold]2.[/bold] worker serving {alias!r} ({spec.pretrained_model_type})")
         [answer] = await llm.chat_oai([{"role": "user", "content": QUESTION}])
         out.print("[bold]3.[/bold] chat_oai -> ", end="")
@@ -46,5 +45,4 @@ async def run_quickstart(redis_url: str | None, alias: str, out: Console) -> Non
         out.print(f"done in {time.perf_counter() - started:.1f}s")
     finally:
         await llm.aclose()
-        proc.terminate()
-        proc.wait(30)
+        worker.stop()

@@ -235,10 +235,11 @@ class AsyncByzerLLM:
         alias = self._model(model)
         channel = self.channel
         call = await channel.submit(alias, RequestKind.META, {}, self._timeout({}))
-        async for item in channel.replies(call):
+        meta: dict[str, Any] = {}
+        async for item in channel.replies(call):  # to the end, or the call counts as cancelled
             if item.type is ReplyType.END:
-                return dict(item.data.get("output", {}))
-        return {}
+                meta = dict(item.data.get("output", {}))
+        return meta
 
     async def is_model_exist(self, model: str) -> bool:
         channel = self.channel

@@ -23,7 +23,7 @@ from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.client.llm import AsyncByzerLLM
-from byzerllm.workers.process import spawn_worker, wait_ready
+from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 from byzerllm.workers.runtime import Worker, WorkerTiming
 from tests.redis_server import RedisServer
 
@@ -93,9 +93,8 @@ async def start_worker(settings: BrokerSettings) -> AsyncIterator[Callable[..., 
     yield start
     for worker, _ in running:
         worker.stop()
-    done, pending = await asyncio.wait([t for _, t in running], timeout=15)
-    for task in asyncio.all_tasks() if pending else ():
-        task.print_stack(limit=4)
+    if running:
+        await asyncio.wait([t for _, t in running], timeout=15)
 
 
 @pytest.fixture
@@ -110,7 +109,7 @@ class WorkerProcesses:
 
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[WorkerProcess] = []
 
     def env(self) -> dict[str, str]:
         return {
@@ -127,37 +126,31 @@ class WorkerProcesses:
         concurrency: int = 1,
         model_type: str = "custom/echo",
         wait: bool = True,
-    ) -> subprocess.Popen[bytes]:
+    ) -> WorkerProcess:
         spec = DeploySpec(
             alias=alias,
             pretrained_model_type=model_type,
             worker_concurrency=concurrency,
             infer_params=parse_infer_params(infer_params),
         )
-        proc = spawn_worker(
+        worker = spawn_worker(
             spec,
             self.settings,
             ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
         )
-        self.procs.append(proc)
+        self.workers.append(worker)
         if wait:
             # callable from sync and async tests alike: wait on a loop of our own
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, wait_ready(self.settings, alias, proc, 30)).result()
-        return proc
+                pool.submit(asyncio.run, wait_ready(self.settings, worker, 30)).result()
+        return worker
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop(10)
 
 
 @pytest.fixture

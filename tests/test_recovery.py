@@ -35,7 +35,7 @@ async def test_sigkilled_worker_request_is_finished_by_another_without_duplicate
     stream = llm.stream_chat_oai(text, delta_mode=True)
     got = [(await stream.__anext__())[0] for _ in range(3)]
     victim = await _busy_worker_pid(settings, keys, "echo")
-    next(p for p in procs if p.pid == victim).send_signal(signal.SIGKILL)
+    next(p for p in procs if p.pid == victim).proc.send_signal(signal.SIGKILL)
     async for delta, _ in stream:
         got.append(delta)
     assert "".join(got) == text
@@ -48,7 +48,7 @@ async def test_sigkilled_worker_non_streaming_request_is_answered(
     text = " ".join(f"x{i}" for i in range(20))
     task = asyncio.create_task(llm.chat_oai(text))
     victim = await _busy_worker_pid(settings, keys, "echo")
-    next(p for p in procs if p.pid == victim).send_signal(signal.SIGKILL)
+    next(p for p in procs if p.pid == victim).proc.send_signal(signal.SIGKILL)
     [response] = await asyncio.wait_for(task, 30)
     assert response.output == text
     survivor = next(p for p in procs if p.pid != victim).pid
@@ -143,7 +143,7 @@ async def test_vanished_client_stops_generation(start_worker, llm, settings, key
 
 
 async def test_sigterm_drains_in_flight_requests(worker_procs, llm, settings, keys):
-    proc = worker_procs.start("echo", "delay=0.1")
+    proc = worker_procs.start("echo", "delay=0.1").proc
     text = " ".join(f"d{i}" for i in range(12))  # ~1.1 s
     task = asyncio.create_task(llm.chat_oai(text))
     await _busy_worker_pid(settings, keys, "echo")

@@ -18,6 +18,7 @@ def sync_llm(worker_procs, settings):
         model="deepseek_chat", redis_url=settings.redis_url, prefix=settings.prefix
     )
     yield llm
+    llm.close()
 
 
 def test_chat_oai_as_in_the_guide(sync_llm):

@@ -1,8 +1,9 @@
 """Starting ``byzerllm worker`` processes and waiting until they serve.
 
-The node agent, the quickstart and the tests all start workers the same
-way: a separate process per worker, so one backend crash takes down one
-worker, and readiness is read from the worker's own state hash in Redis.
+The node agent, the quickstart, benchmarks and tests all start workers the
+same way: a separate process per worker, so one backend crash takes down one
+worker; its output goes to a log file (a pipe nobody reads would block it),
+and readiness is read from the worker's own state hash in Redis.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from byzerllm.broker.connection import connect
 from byzerllm.broker.errors import BackendLoadError
@@ -49,33 +53,73 @@ def _text(value: object) -> str:
     return str(value)
 
 
+@dataclass
+class WorkerProcess:
+    alias: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace").strip()[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
 def spawn_worker(
-    spec: DeploySpec, settings: BrokerSettings, extra: list[str] | None = None, **popen: object
-) -> subprocess.Popen[bytes]:
+    spec: DeploySpec,
+    settings: BrokerSettings,
+    extra: list[str] | None = None,
+    log_path: Path | None = None,
+) -> WorkerProcess:
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,
         "BYZERLLM_PREFIX": settings.prefix,
         "PYTHONUNBUFFERED": "1",
     }
-    return subprocess.Popen(worker_command(spec, extra), env=env, **popen)  # type: ignore[call-overload]
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix=f"byzerllm-worker-{spec.alias}-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            worker_command(spec, extra),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return WorkerProcess(spec.alias, proc, log_path)
 
 
 async def wait_ready(
-    settings: BrokerSettings, alias: str, proc: subprocess.Popen[bytes], timeout: float = 60.0
+    settings: BrokerSettings, worker: WorkerProcess, timeout: float = 60.0
 ) -> None:
-    """Return once the process' worker is ready; raise with its error if it exits."""
+    """Return once the worker is ready; raise with its own error text if it exits."""
     redis = await connect(settings)
-    ak = Keys(settings.prefix).alias(alias)
+    ak = Keys(settings.prefix).alias(worker.alias)
     deadline = time.monotonic() + timeout
-    pid = str(proc.pid).encode()
+    pid = str(worker.pid).encode()
     try:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            if worker.proc.poll() is not None:
                 raise BackendLoadError(
-                    f"the worker for {alias!r} exited with code {proc.returncode}: "
-                    f"{output.strip()[-2000:]}"
+                    f"the worker for {worker.alias!r} exited with code "
+                    f"{worker.proc.returncode}: {worker.log_tail()}"
                 )
             for wid in await redis.smembers(ak.workers):
                 info = await redis.hgetall(ak.worker(wid.decode()))
@@ -84,4 +128,4 @@ async def wait_ready(
             await asyncio.sleep(0.05)
     finally:
         await redis.aclose()
-    raise BackendLoadError(f"the worker for {alias!r} was not ready within {timeout:.0f}s")
+    raise BackendLoadError(f"the worker for {worker.alias!r} was not ready within {timeout:.0f}s")

@@ -1,0 +1,665 @@
+"""A real HTTP server that speaks the OpenAI wire protocol, for tests and benchmarks.
+
+The ``saas/openai`` backend is tested through the official SDK over TCP
+rather than with mocks, so what it sees here is what a vendor sends:
+``chat.completion`` JSON, ``chat.completion.chunk`` server-sent events with a
+final usage chunk, embeddings as floats or base64, and OpenAI-shaped errors.
+
+Answers are deterministic: the reply echoes the last user message, one
+"token" is one whitespace-separated word, ``max_tokens`` cuts words and
+``stop`` cuts text, so tests can check that parameters arrived by looking at
+the answer. Models whose name contains "reasoner" think first, DeepSeek
+style, in ``reasoning_content``.
+
+In a test::
+
+    with OpenAIStub(api_key="sk-test") as stub:
+        ...  # stub.base_url, stub.fail_next(429), stub.last_request
+
+As a process, for benchmarks (prints ``listening on <base_url>`` when ready)::
+
+    python -m tests.openai_stub --port 8000 --chunks 16
+
+The server is an ``asyncio.Protocol`` with HTTP/1.1 keep-alive and
+pipelining, no logging and pre-encoded fixed parts, so that at high request
+rates the numbers measure the client, not the stub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import functools
+import hashlib
+import itertools
+import json
+import math
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+DEFAULT_MODELS = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    "deepseek-chat",
+    "deepseek-reasoner",
+    "text-embedding-3-small",
+    "text-embedding-ada-002",
+)
+MAX_HEAD = 64 * 1024
+MAX_BODY = 64 * 1024 * 1024
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+# What OpenAI says for the statuses tests force: (message, type, code).
+_FORCED = {
+    400: ("Invalid request.", "invalid_request_error", None),
+    403: ("You are not allowed to sample from this model.", "invalid_request_error", None),
+    429: (
+        "Rate limit reached for requests. Please try again in 1ms.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
+_SSE_DONE = b"data: [DONE]\n\n"
+_CHUNKED_END = b"0\r\n\r\n"
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\nx-request-id: req_stub\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def http_response(status: int, body: bytes, extra_headers: bytes = b"") -> bytes:
+    """A complete response; ``extra_headers`` are whole ``name: value\\r\\n`` lines."""
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"x-request-id: req_stub\r\n%s\r\n%s"
+        % (status, _REASONS.get(status, "Error").encode(), len(body), extra_headers, body)
+    )
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return _dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    ).encode()
+
+
+def text_of(content: Any) -> str:
+    """A message's text, whether content is a string or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def embedding_for(text: str, dim: int) -> tuple[float, ...]:
+    """A unit vector that only depends on the text, so tests can predict it."""
+    raw = struct.unpack(f"<{dim}h", hashlib.shake_256(text.encode()).digest(2 * dim))
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return tuple(x / norm for x in raw)
+
+
+def split_reply(text: str, chunks: int) -> list[str]:
+    """0 chunks: one per word, as a model streams tokens; N: N nearly equal pieces."""
+    if not text:
+        return []
+    if chunks <= 0:
+        words = text.split(" ")
+        return [w + " " for w in words[:-1]] + [words[-1]]
+    size = max(1, math.ceil(len(text) / chunks))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str
+    reasoning: str
+    finish_reason: str
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.text.split()) + len(self.reasoning.split())
+
+    def usage(self) -> dict[str, int]:
+        done = self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": done,
+            "total_tokens": self.prompt_tokens + done,
+        }
+
+
+@dataclass(slots=True)
+class Paced:
+    """A stream to send ``delay`` seconds apart per event, instead of all at once."""
+
+    events: list[bytes]
+    delay: float
+
+
+def answer_for(request: dict[str, Any], reasoner: bool) -> Answer:
+    messages = request["messages"]
+    last_user = next(
+        (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    text, finish = last_user, "stop"
+    stop = request.get("stop")
+    for s in [stop] if isinstance(stop, str) else stop or []:
+        if s and s in text:
+            text = text[: text.index(s)]
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    if isinstance(limit, int) and limit > 0 and len(text.split()) > limit:
+        text, finish = " ".join(text.split()[:limit]), "length"
+    prompt = sum(len(text_of(m.get("content")).split()) for m in messages)
+    reasoning = f"The user said: {last_user}" if reasoner else ""
+    return Answer(text, reasoning, finish, prompt)
+
+
+class OpenAIStub:
+    """The server and its knobs; attributes may be changed while it runs.
+
+    ``api_key``: the bearer key required (None: any). ``fail_next(*codes)``
+    answers the next requests with those statuses; ``fail_always`` answers
+    every request with one. ``models``: the known model names (others get
+    404 ``model_not_found``). ``chunks``: how a reply is split when streamed;
+    ``chunk_delay``: seconds between stream events. ``last_request`` is the
+    last JSON body received, ``request_count`` counts HTTP requests.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        chunks: int = 0,
+        chunk_delay: float = 0.0,
+        embedding_dim: int = 16,
+        models: tuple[str, ...] | list[str] = DEFAULT_MODELS,
+    ) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.chunks = chunks
+        self.chunk_delay = chunk_delay
+        self.embedding_dim = embedding_dim
+        self.models = set(models)
+        self.fail_always: int | None = None
+        self.retry_after_ms: int | None = 1  # sent with 429/5xx so SDK retries are quick
+        self.echo_key_in_errors = False  # some vendors quote the bad key back in full
+        self.last_request: dict[str, Any] | None = None
+        self.request_count = 0
+        self._forced: collections.deque[int] = collections.deque()
+        self._ids = itertools.count(1)
+        self._connections: set[_Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._models_body = b""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def fail_next(self, *statuses: int) -> None:
+        self._forced.extend(statuses)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def listen(self) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self._server
+
+    def start(self) -> OpenAIStub:
+        """Serve from a background thread with its own loop, so sync and async tests can use it."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready, failure), name="openai-stub", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10) or failure:
+            raise RuntimeError(f"openai stub did not start: {failure[:1]}")
+        return self
+
+    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            server = loop.run_until_complete(self.listen())
+        except BaseException as exc:  # reported to start(), which raises it
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._shutdown(server))
+        loop.close()
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        server.close()
+        for conn in list(self._connections):
+            conn.close()
+        pending = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in pending:  # paced streams still sending
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await server.wait_closed()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> OpenAIStub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- answering ---------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> bytes | Paced:
+        """One request in, one response out; errors in the order OpenAI checks them."""
+        self.request_count += 1
+        path = target.split("?", 1)[0].removeprefix("/v1")
+        payload: Any = None
+        if method == "POST":
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict):
+                self.last_request = payload
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return self._unauthorized(headers.get("authorization", ""))
+        status = self._forced.popleft() if self._forced else self.fail_always
+        if status:
+            return self._forced_error(status)
+        return self._route(method, path, payload)
+
+    def _route(self, method: str, path: str, payload: Any) -> bytes | Paced:
+        if method == "GET" and path == "/models":
+            return self._list_models()
+        if method != "POST" or path not in ("/chat/completions", "/embeddings"):
+            return http_response(
+                404, error_body(f"Invalid URL ({method} /v1{path})", "invalid_request_error", None)
+            )
+        if not isinstance(payload, dict):
+            return http_response(
+                400,
+                error_body(
+                    "We could not parse the JSON body of your request.",
+                    "invalid_request_error",
+                    None,
+                ),
+            )
+        model = payload.get("model")
+        if model not in self.models:
+            return http_response(
+                404,
+                error_body(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            )
+        if path == "/embeddings":
+            return self._embeddings(payload)
+        return self._chat(payload)
+
+    def _unauthorized(self, authorization: str) -> bytes:
+        given = authorization.removeprefix("Bearer ").strip()
+        if not given:
+            message = "You didn't provide an API key."
+        else:
+            shown = given if self.echo_key_in_errors else f"{given[:3]}***{given[-4:]}"
+            message = f"Incorrect API key provided: {shown}."
+        return http_response(401, error_body(message, "invalid_request_error", "invalid_api_key"))
+
+    def _forced_error(self, status: int) -> bytes:
+        default = (
+            "Stub error.",
+            "server_error" if status >= 500 else "invalid_request_error",
+            None,
+        )
+        message, type_, code = _FORCED.get(status, default)
+        extra = b""
+        if (status == 429 or status >= 500) and self.retry_after_ms is not None:
+            extra = b"retry-after-ms: %d\r\n" % self.retry_after_ms
+        return http_response(status, error_body(message, type_, code), extra)
+
+    def _list_models(self) -> bytes:
+        data = [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "stub"}
+            for m in sorted(self.models)
+        ]
+        return http_response(200, _dumps({"object": "list", "data": data}).encode())
+
+    def _chat(self, request: dict[str, Any]) -> bytes | Paced:
+        messages = request.get("messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) for m in messages)
+        ):
+            return http_response(
+                400,
+                error_body(
+                    "'messages' must be a non-empty array of objects.",
+                    "invalid_request_error",
+                    None,
+                    "messages",
+                ),
+            )
+        model = str(request["model"])
+        answer = answer_for(request, reasoner="reasoner" in model)
+        rid = f"chatcmpl-stub{next(self._ids)}"
+        if request.get("stream"):
+            return self._stream(request, model, rid, answer)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+        if answer.reasoning:
+            message["reasoning_content"] = answer.reasoning
+        body = {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_stub",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason,
+                }
+            ],
+            "usage": answer.usage(),
+        }
+        return http_response(200, _dumps(body).encode())
+
+    def _stream(
+        self, request: dict[str, Any], model: str, rid: str, answer: Answer
+    ) -> bytes | Paced:
+        options = request.get("stream_options")
+        with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events = _chunk_events(model, rid, answer, self.chunks, with_usage)
+        events.append(_SSE_DONE)
+        if self.chunk_delay > 0:
+            return Paced(events, self.chunk_delay)
+        payload = b"".join(events)
+        return b"%s%x\r\n%s\r\n%s" % (_SSE_HEAD, len(payload), payload, _CHUNKED_END)
+
+    def _embeddings(self, request: dict[str, Any]) -> bytes:
+        texts = request.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return http_response(
+                400,
+                error_body(
+                    "'input' must be a string or a non-empty array of strings.",
+                    "invalid_request_error",
+                    None,
+                    "input",
+                ),
+            )
+        dim = request.get("dimensions") or self.embedding_dim
+        as_base64 = request.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            vector: Any = embedding_for(text, int(dim))
+            if as_base64:
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(len(t.split()) for t in texts)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": request["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return http_response(200, _dumps(body).encode())
+
+
+def _chunk_events(
+    model: str, rid: str, answer: Answer, chunks: int, with_usage: bool
+) -> list[bytes]:
+    """``chat.completion.chunk`` events; the fixed parts are formatted once per request."""
+    head = (
+        f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{int(time.time())},'
+        f'"model":{_dumps(model)},"system_fingerprint":"fp_stub","choices":'
+    ).encode()
+    usage_null = b',"usage":null' if with_usage else b""
+
+    def event(delta: str, finish: str | None = None) -> bytes:
+        reason = b"null" if finish is None else _dumps(finish).encode()
+        return b'%s[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]%s}\n\n' % (
+            head,
+            delta.encode(),
+            reason,
+            usage_null,
+        )
+
+    reasoner = bool(answer.reasoning)
+    first = (
+        '{"role":"assistant","content":null,"reasoning_content":""}'
+        if reasoner
+        else '{"role":"assistant","content":""}'
+    )
+    events = [event(first)]
+    for piece in split_reply(answer.reasoning, chunks):
+        events.append(event(f'{{"content":null,"reasoning_content":{_dumps(piece)}}}'))
+    tail = ',"reasoning_content":null}' if reasoner else "}"
+    for piece in split_reply(answer.text, chunks):
+        events.append(event(f'{{"content":{_dumps(piece)}{tail}'))
+    events.append(event("{}", answer.finish_reason))
+    if with_usage:
+        events.append(head + b'[],"usage":%s}\n\n' % _dumps(answer.usage()).encode())
+    return events
+
+
+class _Connection(asyncio.Protocol):
+    """HTTP/1.1 on one socket: keep-alive, pipelined requests answered in order."""
+
+    def __init__(self, stub: OpenAIStub) -> None:
+        self.stub = stub
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False  # a paced stream is being sent; later requests wait
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.stub._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.stub._connections.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._serve_buffered()
+
+    def _serve_buffered(self) -> None:
+        while self.transport is not None and not self.busy:
+            request = self._next_request()
+            if request is None:
+                return
+            method, target, headers, body, keep_alive = request
+            self._respond(self.stub.handle(method, target, headers, body), keep_alive)
+
+    def _respond(self, reply: bytes | Paced, keep_alive: bool) -> None:
+        assert self.transport is not None
+        if isinstance(reply, Paced):
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._send_paced(reply, keep_alive))
+            return
+        self.transport.write(reply)
+        if not keep_alive:
+            self.transport.close()
+
+    async def _send_paced(self, reply: Paced, keep_alive: bool) -> None:
+        try:
+            await self._write_paced(reply)
+        finally:
+            self.busy = False
+        if not keep_alive:
+            self.close()
+        else:
+            self._serve_buffered()
+
+    async def _write_paced(self, reply: Paced) -> None:
+        for i, event in enumerate(reply.events):
+            if i:
+                await asyncio.sleep(reply.delay)
+            transport = self.transport
+            if transport is None:  # the client hung up mid-stream
+                return
+            transport.write((b"" if i else _SSE_HEAD) + b"%x\r\n%s\r\n" % (len(event), event))
+        if self.transport is not None:
+            self.transport.write(_CHUNKED_END)
+
+    def _next_request(self) -> tuple[str, str, dict[str, str], bytes, bool] | None:
+        """The first complete request in the buffer, or None while it is still arriving."""
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self._reject(431, "request headers too large")
+            return None
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            self._reject(400, "malformed request line")
+            return None
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._reject(411, "chunked request bodies are not supported; send content-length")
+            return None
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._reject(400 if length < 0 else 413, "bad content-length")
+            return None
+        total = end + 4 + length
+        if len(buf) < total:
+            return None
+        body = bytes(buf[end + 4 : total])
+        del buf[:total]
+        method, target, version = parts
+        connection = headers.get("connection", "").lower()
+        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        return method, target, headers, body, keep_alive
+
+    def _reject(self, status: int, message: str) -> None:
+        """The stream can no longer be framed: answer once and hang up."""
+        self.buf.clear()
+        if self.transport is not None:
+            self.transport.write(
+                http_response(
+                    status,
+                    error_body(message, "invalid_request_error", None),
+                    b"connection: close\r\n",
+                )
+            )
+            self.transport.close()
+
+
+async def serve_forever(stub: OpenAIStub) -> None:
+    server = await stub.listen()
+    print(f"listening on {stub.base_url}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="An OpenAI-compatible stub server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--api-key", default=None, help="require this bearer key")
+    parser.add_argument("--chunks", type=int, default=0, help="stream pieces; 0: one per word")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between events")
+    parser.add_argument("--embedding-dim", type=int, default=16)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a model name to accept besides the defaults (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    stub = OpenAIStub(
+        args.api_key,
+        host=args.host,
+        port=args.port,
+        chunks=args.chunks,
+        chunk_delay=args.chunk_delay,
+        embedding_dim=args.embedding_dim,
+        models=(*DEFAULT_MODELS, *args.model),
+    )
+    try:
+        import uvloop  # the "fast" extra; the stub should not be the bottleneck
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve_forever(stub))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
