@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 
 class CommandBatcher:
@@ -54,11 +55,8 @@ class CommandBatcher:
                 if self._closed:
                     return
                 continue
-            pipe = self._redis.pipeline(transaction=False)
-            for args, _ in batch:
-                pipe.execute_command(*args)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._execute(batch)
             except BaseException as exc:  # connection lost: every caller learns it
                 for _, fut in batch:
                     if fut is not None and not fut.done():
@@ -73,6 +71,17 @@ class CommandBatcher:
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+    async def _execute(self, batch: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+        if len(batch) == 1:  # a lone command skips the pipeline machinery
+            try:
+                return [await self._redis.execute_command(*batch[0][0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self._redis.pipeline(transaction=False)
+        for args, _ in batch:
+            pipe.execute_command(*args)
+        return await pipe.execute(raise_on_error=False)
 
     async def aclose(self) -> None:
         """Flush what is queued, then stop."""

@@ -60,7 +60,13 @@ def redis_url_options(fn: F) -> F:
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a command's coroutine; byzerllm errors become a clean CLI error."""
     try:
-        return asyncio.run(coro)
+        import uvloop  # the "fast" extra: a quicker event loop for workers and clients
+    except ImportError:
+        runner: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        return runner(coro)
     except ByzerLLMError as exc:
         raise click.ClickException(str(exc)) from None
 

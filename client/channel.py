@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _SUBMIT_LUA = resources.files("byzerllm.broker").joinpath("submit.lua").read_text()
 REPLY_TTL = 60  # seconds a reply stream outlives its client
+TRIM_EVERY = 256  # reply entries read between two trims of the reply stream
 
 
 class Call:
@@ -71,6 +72,7 @@ class RequestChannel:
         self._start_lock = asyncio.Lock()
         self._sha = ""
         self._closed = False
+        self._untrimmed = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -266,8 +268,12 @@ class RequestChannel:
                 if item.type is ReplyType.RETRY:
                     call.attempt = item.attempt
                 call.queue.put_nowait(item)
-        # consumed entries are of no further use: keep the stream short
-        self._batcher.send("XTRIM", self.reply_key, "MINID", self._last_id)
+        # consumed entries are of no further use: keep the stream short, but
+        # without a command per reply
+        self._untrimmed += len(entries)
+        if self._untrimmed >= TRIM_EVERY:
+            self._untrimmed = 0
+            self._batcher.send("XTRIM", self.reply_key, "MINID", self._last_id)
 
     async def _refresh(self) -> None:
         try:

@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any

@@ -74,8 +74,7 @@ async def test_chat_returns_the_answer_with_vendor_usage(start_worker, llm, stub
     assert sent is not None
     assert sent["model"] == "gpt-4o"
     assert sent["messages"] == conversation
-    assert sent["stream"] is True
-    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["stream"] is False, "a whole answer is asked for as one JSON body"
 
 
 async def test_content_parts_pass_through_unchanged(start_worker, llm, stub):
@@ -102,6 +101,9 @@ async def test_stream_delta_mode_reassembles_text_and_ends_with_usage(start_work
     assert final.input_tokens_count == 9
     assert final.generated_tokens_count == 9
     assert final.finish_reason == "stop"
+    assert stub.last_request is not None
+    assert stub.last_request["stream"] is True
+    assert stub.last_request["stream_options"] == {"include_usage": True}
 
 
 async def test_stream_forwards_chunks_as_the_vendor_sends_them(start_worker, llm):
@@ -279,7 +281,8 @@ async def test_stalled_stream_times_out_after_saas_timeout(start_worker, llm):
         await deploy(start_worker, slow, params={"saas.timeout": 0.3, "saas.max_retries": 0})
         start = time.perf_counter()
         with pytest.raises(BackendError, match=r"no answer within 0.3s \(saas.timeout\)"):
-            await llm.chat_oai("a b c", model="gpt")
+            async for _ in llm.stream_chat_oai("a b c", model="gpt"):
+                pass
     assert time.perf_counter() - start < 1.5
 
 

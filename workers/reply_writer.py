@@ -24,6 +24,10 @@ from byzerllm.broker.messages import FIELD, ReplyType, encode_replies, reply
 
 log = logging.getLogger(__name__)
 
+# Worker state (free slots, totals) is for dashboards: written at most this
+# often, so a busy worker does not add a hash write to every reply.
+STATE_INTERVAL = 0.05
+
 
 class ReplyWriter:
     def __init__(
@@ -45,6 +49,7 @@ class ReplyWriter:
         self._dead: list[dict[str, Any]] = []
         self._state: dict[str, str] = {}
         self._lru: dict[str, float] = {}
+        self._last_state_write = 0.0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,20 +133,29 @@ class ReplyWriter:
 
     # -- the writer task ----------------------------------------------------------
 
-    def _has_work(self) -> bool:
-        return bool(self._pending or self._acks or self._dead or self._state or self._lru)
+    def _state_wait(self) -> float | None:
+        """Seconds until worker state may be written again; None when there is none."""
+        if not (self._state or self._lru):
+            return None
+        return max(0.0, self._last_state_write + STATE_INTERVAL - time.monotonic())
 
     async def _run(self) -> None:
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
-            if not self._has_work():
-                self._idle.set()
-                if self._closing:
-                    return
+            state_wait = self._state_wait()
+            if not (self._pending or self._acks or self._dead) and state_wait != 0:
+                if state_wait is None:
+                    self._idle.set()
+                    if self._closing:
+                        return
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                try:
+                    async with asyncio.timeout(state_wait):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
                 continue
-            batch = self._take()
+            batch = self._take(with_state=state_wait == 0)
             try:
                 await self._flush(*batch)
             except asyncio.CancelledError:
@@ -152,9 +166,14 @@ class ReplyWriter:
                 self._put_back(*batch)
                 await asyncio.sleep(0.5)
 
-    def _take(self) -> tuple[Any, ...]:
-        batch = (self._pending, self._acks, self._dead, self._state, self._lru)
-        self._pending, self._acks, self._dead, self._state, self._lru = {}, [], [], {}, {}
+    def _take(self, with_state: bool) -> tuple[Any, ...]:
+        state: dict[str, str] = {}
+        lru: dict[str, float] = {}
+        if with_state:
+            state, lru, self._state, self._lru = self._state, self._lru, {}, {}
+            self._last_state_write = time.monotonic()
+        batch = (self._pending, self._acks, self._dead, state, lru)
+        self._pending, self._acks, self._dead = {}, [], []
         self._open_delta.clear()
         return batch
 
