@@ -136,7 +136,7 @@ class OpenAIBackend(Backend):
         finish_reason: str | None = None
         deltas = 0
         try:
-            stream = await self._post(request, stream_cls=self._sdk.AsyncStream[object])
+            stream = await self._post(request, stream=True)
             async with stream:
                 async for event in stream:
                     usage = event.get("usage") or usage
@@ -162,13 +162,18 @@ class OpenAIBackend(Backend):
         piece.finish_reason = final.finish_reason
         return piece
 
-    async def _post(self, request: ChatPayload, stream_cls: Any = None) -> Any:
+    async def _post(self, request: ChatPayload, stream: bool = False) -> Any:
+        client = self._ready()
         params = self._chat_params(request)
         params.update(params.pop("extra_body", None) or {})  # what create() would do
-        if stream_cls is None:
-            return await self._ready().post("/chat/completions", body=params, cast_to=str)
-        return await self._ready().post(
-            "/chat/completions", body=params, cast_to=object, stream=True, stream_cls=stream_cls
+        if not stream:
+            return await client.post("/chat/completions", body=params, cast_to=str)
+        return await client.post(
+            "/chat/completions",
+            body=params,
+            cast_to=object,
+            stream=True,
+            stream_cls=self._sdk.AsyncStream[object],  # type: ignore[union-attr]
         )
 
     def _chat_params(self, request: ChatPayload) -> dict[str, Any]:
