@@ -127,7 +127,10 @@ _WIRE_TYPES: dict[str, type[ByzerLLMError]] = {
 
 def error_from_wire(data: dict[str, Any]) -> ByzerLLMError:
     """Rebuild an error sent by a worker; unknown types become BackendError."""
-    cls = _WIRE_TYPES.get(str(data.get("type")), BackendError)
-    err = cls(str(data.get("message", "unknown error")))
+    message = str(data.get("message", "unknown error"))
+    if data.get("type") == "ModelNotFoundError":
+        err: ByzerLLMError = ModelNotFoundError("", message)
+    else:
+        err = _WIRE_TYPES.get(str(data.get("type")), BackendError)(message)
     err.retryable = bool(data.get("retryable", False))
     return err

@@ -15,6 +15,11 @@ key                                    type         content
 ``P:{A}:alive``                        zset         worker id -> heartbeat expiry (epoch s)
 ``P:{A}:lru``                          zset         worker id -> last work time (epoch s)
 ``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
+``P:{A}:control``                      pub/sub      JSON orders to the workers (drain)
+``P:nodes``                            set          node agent ids
+``P:node:N``                           hash         node N: host, cpus, gpus, free capacity
+``P:node:N:children``                  hash         worker slot -> JSON (alias, pid, gpus)
+``P:node:N:queue``                     arq queue    jobs for node N (start workers)
 ``P:reply:C``                          stream       replies to client C; expires without C
 ``P:dead``                             stream       malformed reply entries seen by clients
 =====================================  ===========  ==========================================
@@ -74,6 +79,10 @@ class AliasKeys:
     def cancel_channel(self) -> str:
         return f"{self._base}:cancel"
 
+    @property
+    def control_channel(self) -> str:
+        return f"{self._base}:control"
+
     def worker(self, worker_id: str) -> str:
         return f"{self._base}:worker:{worker_id}"
 
@@ -97,3 +106,13 @@ class Keys:
 
     def reply(self, client_id: str) -> str:
         return f"{self.prefix}:reply:{client_id}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}"
+
+    def node_queue(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}:queue"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MultiValueOption(click.Option):
@@ -31,3 +34,45 @@ class MultiValueOption(click.Option):
                     previous(item, state)
 
             our.process = process
+
+
+def deploy_options(model_required: bool) -> Callable[[F], F]:
+    """The guide's deploy flags, shared by ``deploy`` and ``worker``."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed(
+            [
+                click.option("--model", required=model_required, help="The alias to serve."),
+                click.option(
+                    "--pretrained_model_type",
+                    default="custom/auto",
+                    show_default=True,
+                    help="saas/<vendor>, custom/auto, custom/bge, custom/echo, ...",
+                ),
+                click.option(
+                    "--infer_backend",
+                    default="",
+                    help="vllm | llama_cpp | transformers (local models)",
+                ),
+                click.option("--model_path", default="", help="Local model file or folder."),
+                click.option(
+                    "--infer_params",
+                    cls=MultiValueOption,
+                    help="k=v ... backend parameters (saas.api_key=..., n_ctx=4096).",
+                ),
+                click.option("--num_workers", default=1, show_default=True, type=click.IntRange(1)),
+                click.option(
+                    "--worker_concurrency", default=1, show_default=True, type=click.IntRange(1)
+                ),
+                click.option(
+                    "--cpus_per_worker", default=0.01, show_default=True, type=click.FloatRange(0)
+                ),
+                click.option(
+                    "--gpus_per_worker", default=0.0, show_default=True, type=click.FloatRange(0)
+                ),
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return decorate

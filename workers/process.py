@@ -84,20 +84,36 @@ def spawn_worker(
     settings: BrokerSettings,
     extra: list[str] | None = None,
     log_path: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> WorkerProcess:
+    """Start a worker; with ``--from_redis`` in ``extra`` only the alias is passed
+    and the worker loads the spec, secrets included, itself."""
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,
         "BYZERLLM_PREFIX": settings.prefix,
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
+    if extra and "--from_redis" in extra:
+        command = [
+            sys.executable,
+            "-m",
+            "byzerllm.cli.main",
+            "worker",
+            "--model",
+            spec.alias,
+            *extra,
+        ]
+    else:
+        command = worker_command(spec, extra)
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"byzerllm-worker-{spec.alias}-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            worker_command(spec, extra),
+            command,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

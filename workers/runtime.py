@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import signal
@@ -22,11 +23,13 @@ from typing import Any
 
 from redis import exceptions as rex
 
+from byzerllm.broker import deployments
 from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import (
     BackendError,
     BackendLoadError,
     ByzerLLMError,
+    ModelNotFoundError,
     ProtocolError,
     RequestTimeoutError,
 )
@@ -76,7 +79,9 @@ class Worker:
         backend: Backend | None = None,
         timing: WorkerTiming | None = None,
         worker_id: str | None = None,
+        generation: int = 0,
     ) -> None:
+        self.generation = generation
         self.spec = spec
         self.settings = settings
         self.timing = timing or WorkerTiming()
@@ -142,7 +147,8 @@ class Worker:
             if "BUSYGROUP" not in str(exc):
                 raise
         pipe = r.pipeline(transaction=False)
-        pipe.hset(k.spec, mapping=self.spec.public_hash(self.settings.max_waiting))
+        if not await r.hexists(k.spec, "managed"):  # a deployment's spec is the deployer's
+            pipe.hset(k.spec, mapping=self.spec.public_hash(self.settings.max_waiting))
         pipe.sadd(Keys(self.settings.prefix).models, self.spec.alias)
         pipe.sadd(k.workers, self.worker_id)
         pipe.hset(k.worker(self.worker_id), mapping=self._state_fields(ready=False))
@@ -174,6 +180,8 @@ class Worker:
             "heartbeat": str(time.time()),
             "started": str(self._started),
             "ready": "1" if ready else "0",
+            "generation": str(self.generation),
+            "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         }
 
     async def _unregister(self) -> None:
@@ -383,9 +391,21 @@ class Worker:
         log.info("client of request %s is gone; stopping it", rid)
         self._cancel(rid)
 
+    def _control(self, raw: str) -> None:
+        """Orders from the control plane: ``drain`` (optionally only older generations)."""
+        try:
+            order = json.loads(raw)
+        except ValueError:
+            log.warning("ignoring malformed control message %r", raw[:200])
+            return
+        if order.get("op") == "drain" and self.generation < int(order.get("below", 1 << 62)):
+            log.info("draining on request of the control plane")
+            self.stop()
+
     async def _cancel_listener(self) -> None:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.keys.cancel_channel)
+        await pubsub.subscribe(self.keys.cancel_channel, self.keys.control_channel)
+        control = self.keys.control_channel.encode()
         try:
             while True:
                 raise_if_cancelling()  # a library may have swallowed our cancel
@@ -397,7 +417,10 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 if message and message["type"] == "message":
-                    self._cancel(text(message["data"]))
+                    if message["channel"] == control:
+                        self._control(text(message["data"]))
+                    else:
+                        self._cancel(text(message["data"]))
         finally:
             await pubsub.aclose()
 
@@ -476,9 +499,33 @@ class Worker:
 
 
 async def serve(
-    spec: DeploySpec, settings: BrokerSettings, timing: WorkerTiming | None = None
+    spec: DeploySpec | None,
+    settings: BrokerSettings,
+    timing: WorkerTiming | None = None,
+    alias: str | None = None,
 ) -> None:
-    """Run one worker in this process until SIGTERM/SIGINT, then drain."""
-    worker = Worker(spec, settings, timing=timing)
+    """Run one worker in this process until SIGTERM/SIGINT, then drain.
+
+    Without a spec, the deployment of ``alias`` is loaded from Redis (secrets
+    unsealed with the cluster key): how node agents start workers, so that
+    secrets never appear on a command line.
+    """
+    generation = 0
+    if spec is None:
+        spec, generation = await _deployed_spec(settings, alias or "")
+    worker = Worker(spec, settings, timing=timing, generation=generation)
     worker.install_signal_handlers()
     await worker.run()
+
+
+async def _deployed_spec(settings: BrokerSettings, alias: str) -> tuple[DeploySpec, int]:
+    redis = await connect(settings)
+    try:
+        keys = Keys(settings.prefix)
+        spec = await deployments.load(redis, keys, alias)
+        details = await deployments.info(redis, keys, alias)
+    finally:
+        await redis.aclose()
+    if spec is None or details is None:
+        raise ModelNotFoundError(alias)
+    return spec, int(details.get("generation", "0"))

@@ -1,0 +1,113 @@
+"""The embedded defaults: a local Redis and a local node agent, as daemons.
+
+With no ``--redis_url`` / ``BYZERLLM_REDIS_URL`` and nothing listening on
+127.0.0.1:6379, commands that need a cluster start an embedded Redis, and a
+node agent on this host when none is alive, so one machine needs nothing else.
+``byzerllm local status|stop`` lists and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from byzerllm.broker.connection import connect
+from byzerllm.broker.embedded import data_dir, ensure_redis, is_listening, stop_embedded
+from byzerllm.broker.keys import Keys
+from byzerllm.broker.nodes import list_nodes
+from byzerllm.broker.settings import DEFAULT_REDIS_URL, BrokerSettings
+
+
+def home() -> Path:
+    return Path(os.environ.get("BYZERLLM_HOME", Path.home() / ".byzerllm"))
+
+
+def node_pidfile() -> Path:
+    return home() / "node.pid"
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def start_local_node(settings: BrokerSettings) -> int:
+    """A detached ``byzerllm node start`` for this host; its pid."""
+    home().mkdir(parents=True, exist_ok=True)
+    log = open(home() / "node.log", "ab")
+    env = {
+        **os.environ,
+        "BYZERLLM_REDIS_URL": settings.redis_url,
+        "BYZERLLM_PREFIX": settings.prefix,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byzerllm.cli.main", "node", "start"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    node_pidfile().write_text(str(proc.pid))
+    return proc.pid
+
+
+async def ensure_cluster(redis_url: str | None, need_node: bool = True) -> BrokerSettings:
+    """Settings for the configured Redis, starting the embedded defaults if none is."""
+    configured = redis_url or os.environ.get("BYZERLLM_REDIS_URL")
+    settings = BrokerSettings.from_env(ensure_redis(redis_url))
+    if configured or not need_node:
+        return settings
+    redis = await connect(settings)
+    try:
+        if not await list_nodes(redis, Keys(settings.prefix)):
+            start_local_node(settings)
+            deadline = time.monotonic() + 30
+            while not await list_nodes(redis, Keys(settings.prefix)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the local node agent did not start; see {home()}/node.log")
+                await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    return settings
+
+
+def status() -> dict[str, str]:
+    redis_pid = _pid_alive(data_dir() / "redis.pid")
+    node_pid = _pid_alive(node_pidfile())
+    return {
+        "redis": f"running (pid {redis_pid}, data {data_dir()})"
+        if redis_pid
+        else (
+            "another Redis listens on 127.0.0.1:6379"
+            if is_listening("127.0.0.1", 6379)
+            else "stopped"
+        ),
+        "node agent": f"running (pid {node_pid}, log {home() / 'node.log'})"
+        if node_pid
+        else "stopped",
+        "redis_url": DEFAULT_REDIS_URL,
+    }
+
+
+def stop() -> list[str]:
+    stopped = []
+    node_pid = _pid_alive(node_pidfile())
+    if node_pid:
+        os.kill(node_pid, 15)
+        for _ in range(600):
+            if _pid_alive(node_pidfile()) is None:
+                break
+            time.sleep(0.1)
+        stopped.append(f"node agent (pid {node_pid})")
+    if stop_embedded():
+        stopped.append("embedded redis")
+    return stopped

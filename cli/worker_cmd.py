@@ -1,0 +1,81 @@
+"""``byzerllm worker``: one worker process for an alias."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from byzerllm.broker.errors import ByzerLLMError
+from byzerllm.broker.spec import DeploySpec
+from byzerllm.cli.common import console, redis_url_options, run, settings_for
+from byzerllm.cli.infer_params import parse_infer_params
+from byzerllm.cli.options import MultiValueOption, deploy_options
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for chatty in ("httpx", "httpx2", "httpcore", "openai", "arq"):  # a line per call
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
+
+
+@click.command()
+@redis_url_options
+@deploy_options(model_required=True)
+@click.option(
+    "--from_redis",
+    is_flag=True,
+    hidden=True,
+    help="Load the deployed spec (and its sealed secrets) from Redis.",
+)
+@click.option("--heartbeat_interval", default=1.0, type=float, hidden=True)
+@click.option("--heartbeat_ttl", default=5.0, type=float, hidden=True)
+@click.option("--claim_idle", default=10.0, type=float, hidden=True)
+@click.option("--log_level", default="INFO", show_default=True)
+def worker(
+    redis_url: str | None,
+    from_redis: bool,
+    heartbeat_interval: float,
+    heartbeat_ttl: float,
+    claim_idle: float,
+    log_level: str,
+    **flags: object,
+) -> None:
+    """Run one worker process serving --model until SIGTERM (then drain)."""
+    from byzerllm.workers.runtime import WorkerTiming, serve
+
+    _configure_logging(log_level)
+    settings = settings_for(redis_url)
+    alias = str(flags["model"])
+    spec = None if from_redis else spec_from_flags(flags)
+    timing = WorkerTiming(
+        heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl, claim_idle=claim_idle
+    )
+    console.print(f"worker for [bold]{alias}[/bold] on {settings.safe_url}")
+    run(serve(spec, settings, timing, alias=alias))
+
+
+def spec_from_flags(flags: dict[str, object]) -> DeploySpec:
+    """The guide's deploy flags as a spec; bad values become a clean CLI error."""
+    try:
+        return DeploySpec(
+            alias=str(flags["model"]),
+            pretrained_model_type=str(flags["pretrained_model_type"]),
+            infer_backend=str(flags.get("infer_backend") or ""),
+            model_path=str(flags.get("model_path") or ""),
+            infer_params=parse_infer_params(flags.get("infer_params") or ()),
+            worker_concurrency=int(flags["worker_concurrency"]),  # type: ignore[call-overload]
+            num_workers=int(flags["num_workers"]),  # type: ignore[call-overload]
+            cpus_per_worker=float(flags["cpus_per_worker"]),  # type: ignore[arg-type]
+            gpus_per_worker=float(flags["gpus_per_worker"]),  # type: ignore[arg-type]
+        )
+    except (ByzerLLMError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+__all__ = ["MultiValueOption", "spec_from_flags", "worker"]

@@ -1,0 +1,226 @@
+"""Deploying and undeploying aliases: the control plane's library side.
+
+``deploy`` stores the spec (secrets sealed), places ``num_workers`` workers
+on live node agents with enough free CPUs and GPUs, asks each chosen agent
+(an arq queue per node) to start one, and waits until all are ready, the
+deployment fails, or time runs out. ``undeploy`` drains the workers, answers
+requests still queued, and removes the alias' keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq import create_pool
+
+from byzerllm.broker import deployments
+from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.errors import ByzerLLMError, ConfigurationError, ModelNotFoundError
+from byzerllm.broker.keys import GROUP, Keys, text
+from byzerllm.broker.messages import FIELD, ReplyType, decode_request, encode_replies, reply
+from byzerllm.broker.nodes import NodeState, arq_settings, list_nodes
+from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.spec import DeploySpec
+
+
+class DeployError(ByzerLLMError):
+    """The deployment did not come up; the message says why."""
+
+
+class AlreadyDeployedError(ConfigurationError):
+    pass
+
+
+@dataclass
+class Progress:
+    alias: str
+    ready: int
+    total: int
+    state: str
+
+
+def place(spec: DeploySpec, nodes: list[NodeState]) -> list[str]:
+    """One node id per worker: the node with the most free GPUs, then CPUs, that fits."""
+    free = {n.node_id: [n.free_cpus, n.free_gpus] for n in nodes}
+    chosen: list[str] = []
+    for _ in range(spec.num_workers):
+        fitting = [
+            nid
+            for nid, (c, g) in free.items()
+            if c >= spec.cpus_per_worker and g >= spec.gpus_per_worker
+        ]
+        if not fitting:
+            offer = ", ".join(
+                f"{n.node_id}: {n.free_cpus:g} CPUs / {n.free_gpus} GPUs free" for n in nodes
+            )
+            raise DeployError(
+                f"not enough resources for {spec.num_workers} worker(s) of {spec.alias!r} "
+                f"needing {spec.cpus_per_worker:g} CPUs and {spec.gpus_per_worker:g} GPUs each "
+                f"(placed {len(chosen)}); nodes: {offer or 'none'}. Start more node agents "
+                "(byzerllm node start) or ask for less"
+            )
+        best = max(fitting, key=lambda nid: (free[nid][1], free[nid][0]))
+        free[best][0] -= spec.cpus_per_worker
+        free[best][1] -= int(spec.gpus_per_worker)
+        chosen.append(best)
+    return chosen
+
+
+async def deploy(
+    settings: BrokerSettings,
+    spec: DeploySpec,
+    *,
+    force: bool = False,
+    timeout: float = 600.0,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    redis = await connect(settings)
+    keys = Keys(settings.prefix)
+    try:
+        with redis_errors(settings):
+            return await _deploy(redis, keys, settings, spec, force, timeout, on_progress)
+    finally:
+        await redis.aclose()
+
+
+async def _deploy(
+    redis: aioredis.Redis,
+    keys: Keys,
+    settings: BrokerSettings,
+    spec: DeploySpec,
+    force: bool,
+    timeout: float,
+    on_progress: Callable[[Progress], None] | None,
+) -> Progress:
+    existing = await deployments.info(redis, keys, spec.alias)
+    if existing and existing.get("state") != deployments.UNDEPLOYING and not force:
+        raise AlreadyDeployedError(
+            f"{spec.alias!r} is already deployed (state {existing.get('state', 'unmanaged')}); "
+            "use --force to replace it (rolling, without dropping requests) or "
+            f"`byzerllm undeploy --model {spec.alias}` first"
+        )
+    nodes = await list_nodes(redis, keys)
+    if not nodes:
+        raise DeployError(
+            "no node agent is alive to start workers on; run `byzerllm node start` on each "
+            f"host (with --redis_url {settings.safe_url})"
+        )
+    placement = place(spec, nodes)
+    generation = int((existing or {}).get("generation", "0")) + 1
+    await deployments.save(
+        redis, keys, spec, generation=generation, max_waiting=settings.max_waiting
+    )
+    pool = await create_pool(arq_settings(settings))
+    try:
+        for node_id in placement:
+            await pool.enqueue_job(
+                "start_worker", spec.alias, generation, _queue_name=keys.node_queue(node_id)
+            )
+    finally:
+        await pool.aclose()
+    progress = await _wait_ready(redis, keys, spec, generation, timeout, on_progress)
+    if existing:  # the new generation serves: let the old one finish and leave
+        await deployments.publish_control(
+            redis, keys, spec.alias, {"op": "drain", "below": generation}
+        )
+    await deployments.set_state(redis, keys, spec.alias, deployments.READY)
+    progress.state = deployments.READY
+    return progress
+
+
+async def ready_workers(
+    redis: aioredis.Redis, keys: Keys, alias: str, generation: int | None = None
+) -> int:
+    ak = keys.alias(alias)
+    alive = {text(w) for w in await redis.zrangebyscore(ak.alive, time.time(), "+inf")}
+    count = 0
+    for wid in alive:
+        info = await redis.hgetall(ak.worker(wid))
+        if info.get(b"ready") != b"1":
+            continue
+        if generation is None or info.get(b"generation") == str(generation).encode():
+            count += 1
+    return count
+
+
+async def _wait_ready(
+    redis: aioredis.Redis,
+    keys: Keys,
+    spec: DeploySpec,
+    generation: int,
+    timeout: float,
+    on_progress: Callable[[Progress], None] | None,
+) -> Progress:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await deployments.info(redis, keys, spec.alias) or {}
+        state = info.get("state", "")
+        ready = await ready_workers(redis, keys, spec.alias, generation)
+        progress = Progress(spec.alias, ready, spec.num_workers, state)
+        if on_progress:
+            on_progress(progress)
+        if ready >= spec.num_workers:
+            return progress
+        if state in (deployments.FAILED, deployments.DEGRADED):
+            raise DeployError(
+                f"workers of {spec.alias!r} failed to start: {info.get('last_error') or state}"
+            )
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"only {ready} of {spec.num_workers} worker(s) of {spec.alias!r} were ready "
+                f"after {timeout:.0f}s; see `byzerllm stat --model {spec.alias}` and "
+                "`byzerllm node list`"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def undeploy(settings: BrokerSettings, alias: str, timeout: float = 120.0) -> bool:
+    """Drain and remove ``alias``; False if it was not deployed."""
+    redis = await connect(settings)
+    keys = Keys(settings.prefix)
+    try:
+        with redis_errors(settings):
+            return await _undeploy(redis, keys, alias, timeout)
+    finally:
+        await redis.aclose()
+
+
+async def _undeploy(redis: aioredis.Redis, keys: Keys, alias: str, timeout: float) -> bool:
+    ak = keys.alias(alias)
+    if not await redis.exists(ak.spec):
+        return False
+    await deployments.set_state(redis, keys, alias, deployments.UNDEPLOYING)
+    await deployments.publish_control(redis, keys, alias, {"op": "drain"})
+    deadline = time.monotonic() + timeout
+    while await redis.zcount(ak.alive, time.time(), "+inf") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        await deployments.publish_control(redis, keys, alias, {"op": "drain"})
+    await _answer_queued(redis, keys, alias)
+    worker_ids = [text(w) for w in await redis.smembers(ak.workers)]
+    await redis.delete(
+        ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
+    )
+    await redis.srem(keys.models, alias)
+    return True
+
+
+async def _answer_queued(redis: aioredis.Redis, keys: Keys, alias: str) -> None:
+    """Requests nobody will serve any more get an answer instead of a timeout."""
+    ak = keys.alias(alias)
+    err = ModelNotFoundError(alias, f"{alias!r} was undeployed before this request ran")
+    pipe = redis.pipeline(transaction=False)
+    entries: Any = await redis.xrange(ak.requests)
+    for entry_id, fields in entries:
+        try:
+            request = decode_request(fields)
+        except ByzerLLMError:
+            continue
+        item = reply(request.id, 0, ReplyType.ERROR, err.to_wire(), request.attempt)
+        pipe.xadd(request.reply_to, {FIELD: encode_replies([item])}, nomkstream=True)
+        pipe.xack(ak.requests, GROUP, entry_id)
+    await pipe.execute()

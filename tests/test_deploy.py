@@ -1,0 +1,346 @@
+"""The control plane end to end: node agents as real processes, deploy, undeploy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+
+from tests.openai_stub import OpenAIStub
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Cluster:
+    """Node agents for one test, and the CLI pointed at them."""
+
+    def __init__(self, settings, home: Path) -> None:
+        self.settings = settings
+        self.home = home
+        self.env = {
+            **os.environ,
+            "BYZERLLM_REDIS_URL": settings.redis_url,
+            "BYZERLLM_PREFIX": settings.prefix,
+            "BYZERLLM_HOME": str(home),
+            "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.nodes: list[subprocess.Popen[bytes]] = []
+
+    def node(self, node_id: str, gpus: int = 0, cpus: float = 4) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{node_id}.log", "ab")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "byzerllm.cli.main",
+                "node",
+                "start",
+                "--node_id",
+                node_id,
+                "--gpus",
+                str(gpus),
+                "--cpus",
+                str(cpus),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.nodes.append(proc)
+        client = redis.Redis.from_url(self.settings.redis_url)
+        deadline = time.monotonic() + 30
+        while not client.hget(f"{self.settings.prefix}:node:{node_id}", "heartbeat"):
+            assert proc.poll() is None, (self.home / f"{node_id}.log").read_text()
+            assert time.monotonic() < deadline, "node agent did not report"
+            time.sleep(0.05)
+        client.close()
+        return proc
+
+    def cli(
+        self, *args: str, timeout: float = 120, entry: str = "byzerllm_cli"
+    ) -> subprocess.CompletedProcess[str]:
+        code = f"from byzerllm.cli.main import {entry}; {entry}()"
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def stat(self, alias: str) -> dict:
+        result = self.cli("stat", "--model", alias)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def stop(self) -> None:
+        for proc in self.nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.nodes:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def cluster(settings, tmp_path) -> Iterator[Cluster]:
+    c = Cluster(settings, tmp_path)
+    yield c
+    c.stop()
+
+
+def test_deploy_chat_stat_undeploy(cluster):
+    cluster.node("n1")
+    result = cluster.cli(
+        "deploy",
+        "--pretrained_model_type",
+        "custom/echo",
+        "--num_workers",
+        "2",
+        "--worker_concurrency",
+        "4",
+        "--infer_params",
+        "prefix=echo: ",
+        "--model",
+        "echo_chat",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2/2 worker(s) ready" in result.stdout
+    chat = cluster.cli("chat", "echo_chat", "hello cluster")
+    assert chat.stdout.strip() == "echo: hello cluster"
+    view = cluster.stat("echo_chat")
+    assert view["total_workers"] == 2 and view["worker_max_concurrency"] == 4
+    assert view["deploy_state"] == "ready"
+    query = cluster.cli("query", "--model", "echo_chat", "--query", "once")
+    assert query.stdout.strip() == "echo: once"
+    gone = cluster.cli("undeploy", "--model", "echo_chat")
+    assert gone.returncode == 0 and "undeployed" in gone.stdout
+    after = cluster.cli("chat", "echo_chat", "anyone?")
+    assert after.returncode != 0 and "'echo_chat'" in after.stderr
+
+
+def test_placement_follows_gpu_capacity(cluster, sync_redis, settings):
+    cluster.node("cpu_only", gpus=0)
+    cluster.node("two_gpus", gpus=2)
+    ok = cluster.cli(
+        "deploy",
+        "--pretrained_model_type",
+        "custom/echo",
+        "--num_workers",
+        "2",
+        "--gpus_per_worker",
+        "1",
+        "--model",
+        "gpu_model",
+    )
+    assert ok.returncode == 0, ok.stderr
+    node = sync_redis.hgetall(f"{settings.prefix}:node:two_gpus")
+    assert node[b"used_gpus"] == b"2" and node[b"workers"] == b"2"
+    assert sync_redis.hget(f"{settings.prefix}:node:cpu_only", "workers") == b"0"
+    pinned = sorted(
+        sync_redis.hget(f"{settings.prefix}:{{gpu_model}}:worker:{w.decode()}", "gpu_ids")
+        for w in sync_redis.smembers(f"{settings.prefix}:{{gpu_model}}:workers")
+    )
+    assert pinned == [b"0", b"1"], "each worker sees its own GPU"
+    full = cluster.cli(
+        "deploy",
+        "--pretrained_model_type",
+        "custom/echo",
+        "--gpus_per_worker",
+        "1",
+        "--model",
+        "one_more",
+    )
+    assert full.returncode != 0
+    assert "not enough resources" in full.stderr and "two_gpus: 4 CPUs / 0 GPUs free" in (
+        full.stderr.replace("3.98", "4")
+    )
+
+
+def test_deploy_without_node_agent_says_how_to_start_one(cluster):
+    result = cluster.cli("deploy", "--pretrained_model_type", "custom/echo", "--model", "x")
+    assert result.returncode != 0
+    assert "no node agent is alive" in result.stderr and "byzerllm node start" in result.stderr
+
+
+def test_backend_that_cannot_load_fails_the_deploy_with_its_error(cluster):
+    cluster.node("n1")
+    result = cluster.cli(
+        "deploy",
+        "--pretrained_model_type",
+        "custom/echo",
+        "--infer_params",
+        "fail_on_start=weights file is truncated",
+        "--model",
+        "broken",
+        "--timeout",
+        "120",
+    )
+    assert result.returncode != 0
+    assert "weights file is truncated" in result.stderr
+    assert cluster.stat("broken")["deploy_state"] == "degraded"
+
+
+def test_crashed_worker_is_restarted(cluster, sync_redis, settings):
+    cluster.node("n1")
+    assert (
+        cluster.cli(
+            "deploy", "--pretrained_model_type", "custom/echo", "--model", "phoenix"
+        ).returncode
+        == 0
+    )
+    [first] = cluster.stat("phoenix")["workers"]
+    os.kill(first["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        workers = cluster.stat("phoenix")["workers"]
+        if workers and workers[0]["pid"] != first["pid"] and workers[0]["ready"]:
+            break
+        assert time.monotonic() < deadline, "no replacement worker"
+        time.sleep(0.2)
+    assert cluster.cli("chat", "phoenix", "back again").stdout.strip() == "back again"
+    assert "exit" in cluster.stat("phoenix")["last_error"]
+
+
+def test_redeploy_needs_force_and_force_replaces_without_dropping(cluster, settings):
+    cluster.node("n1")
+    base = ["deploy", "--pretrained_model_type", "custom/echo", "--model", "rolling"]
+    assert cluster.cli(*base, "--infer_params", "prefix=v1 ").returncode == 0
+    again = cluster.cli(*base)
+    assert again.returncode != 0 and "--force" in again.stderr
+
+    async def keep_asking() -> list[str]:
+        from byzerllm.client.llm import AsyncByzerLLM
+
+        llm = AsyncByzerLLM(settings=settings, default_model_name="rolling")
+        answers = []
+        deploy = asyncio.create_task(
+            asyncio.to_thread(cluster.cli, *base, "--force", "--infer_params", "prefix=v2 ")
+        )
+        while not deploy.done():
+            answers.append((await llm.chat_oai("x"))[0].output)
+            await asyncio.sleep(0.02)
+        assert deploy.result().returncode == 0, deploy.result().stderr
+        await asyncio.sleep(1.0)
+        answers.append((await llm.chat_oai("x"))[0].output)
+        await llm.aclose()
+        return answers
+
+    answers = asyncio.run(keep_asking())
+    assert answers[0] == "v1 x" and answers[-1] == "v2 x"
+    assert set(answers) <= {"v1 x", "v2 x"}, "no request failed during the switch"
+
+
+def test_undeploy_drains_in_flight_and_answers_queued(cluster, settings):
+    cluster.node("n1")
+    assert (
+        cluster.cli(
+            "deploy",
+            "--pretrained_model_type",
+            "custom/echo",
+            "--infer_params",
+            "delay=0.2",
+            "--model",
+            "slow",
+        ).returncode
+        == 0
+    )
+
+    async def scenario() -> tuple[object, object]:
+        from byzerllm.client.llm import AsyncByzerLLM
+
+        llm = AsyncByzerLLM(settings=settings, default_model_name="slow")
+        running = asyncio.create_task(llm.chat_oai("a b c d e f"))  # ~1 s on the one slot
+        await asyncio.sleep(0.3)
+        queued = asyncio.create_task(llm.chat_oai("queued behind"))
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(cluster.cli, "undeploy", "--model", "slow")
+        results = await asyncio.gather(running, queued, return_exceptions=True)
+        await llm.aclose()
+        return results[0], results[1]
+
+    finished, queued = asyncio.run(scenario())
+    assert finished[0].output == "a b c d e f"  # type: ignore[index]
+    assert isinstance(queued, Exception) and "undeployed" in str(queued)
+
+
+def test_secret_is_sealed_in_redis_and_reaches_the_worker(cluster, sync_redis, settings):
+    secret = "sk-known-secret-4f1d"
+    with OpenAIStub(api_key=secret) as stub:
+        cluster.node("n1")
+        result = cluster.cli(
+            "deploy",
+            "--pretrained_model_type",
+            "saas/openai",
+            "--infer_params",
+            f"saas.base_url={stub.base_url}",
+            f"saas.api_key={secret}",
+            "saas.model=gpt-4o",
+            "--model",
+            "sealed",
+        )
+        assert result.returncode == 0, result.stderr
+        assert secret not in result.stdout + result.stderr
+        answer = cluster.cli("chat", "sealed", "the key works")
+        assert answer.stdout.strip() == "the key works", answer.stderr
+        stat = cluster.cli("stat", "--model", "sealed")
+        assert secret not in stat.stdout
+    for key in sync_redis.scan_iter("*"):
+        kind = sync_redis.type(key).decode()
+        if kind == "hash":
+            blob = b"".join(k + v for k, v in sync_redis.hgetall(key).items())
+        elif kind == "stream":
+            blob = b"".join(
+                b"".join(k + v for k, v in f.items()) for _, f in sync_redis.xrange(key)
+            )
+        elif kind == "set":
+            blob = b"".join(sync_redis.smembers(key))
+        elif kind == "zset":
+            blob = b"".join(sync_redis.zrange(key, 0, -1))
+        elif kind == "string":
+            blob = sync_redis.get(key) or b""
+        elif kind == "list":
+            blob = b"".join(sync_redis.lrange(key, 0, -1))
+        else:
+            continue
+        assert secret.encode() not in blob, key
+    for log in cluster.home.rglob("*.log"):
+        assert secret not in log.read_text(errors="replace"), log
+
+
+def test_easy_deploy_known_and_unknown_models(cluster):
+    with OpenAIStub(api_key="tok-123") as stub:
+        cluster.node("n1")
+        unknown = cluster.cli("deploy", "no-such-model", "--token", "t", entry="easy_byzerllm_cli")
+        assert unknown.returncode != 0
+        assert "deepseek-chat" in unknown.stderr and "byzerllm deploy" in unknown.stderr
+        ok = cluster.cli(
+            "deploy",
+            "deepseek-chat",
+            "--token",
+            "tok-123",
+            "--alias",
+            "ds",
+            "--base_url",
+            stub.base_url,
+            entry="easy_byzerllm_cli",
+        )
+        assert ok.returncode == 0, ok.stderr
+        chat = cluster.cli("chat", "ds", "hi deepseek", entry="easy_byzerllm_cli")
+        assert chat.stdout.strip() == "hi deepseek"
+        assert stub.last_request["model"] == "deepseek-chat"
+        gone = cluster.cli("undeploy", "ds", entry="easy_byzerllm_cli")
+        assert "undeployed" in gone.stdout
