@@ -112,11 +112,17 @@ def stop_embedded(directory: Path | None = None) -> bool:
     return True
 
 
-def ensure_redis(redis_url: str | None = None, default_url: str = DEFAULT_REDIS_URL) -> str:
+def embedded_url() -> str:
+    """Where the embedded server listens: ``BYZERLLM_EMBEDDED_URL``, else the default URL."""
+    return os.environ.get("BYZERLLM_EMBEDDED_URL") or DEFAULT_REDIS_URL
+
+
+def ensure_redis(redis_url: str | None = None, default_url: str | None = None) -> str:
     """The URL to use, starting the embedded server when none is configured or running."""
     url = redis_url or os.environ.get("BYZERLLM_REDIS_URL")
     if url:
         return url
+    default_url = default_url or embedded_url()
     parts = urlsplit(default_url)
     if not is_listening(parts.hostname or "127.0.0.1", parts.port or 6379):
         start_embedded(default_url)

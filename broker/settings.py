@@ -81,7 +81,8 @@ class BrokerSettings(BaseModel):
         """Explicit arguments win over ``BYZERLLM_*`` variables, which win over defaults."""
         env = os.environ
         values: dict[str, object] = {}
-        url = redis_url or env.get("BYZERLLM_REDIS_URL")
+        # BYZERLLM_EMBEDDED_URL moves the embedded default (when 6379 is taken)
+        url = redis_url or env.get("BYZERLLM_REDIS_URL") or env.get("BYZERLLM_EMBEDDED_URL")
         if url:
             values["redis_url"] = url
         for field, var in (

@@ -14,12 +14,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from byzerllm.broker.connection import connect
-from byzerllm.broker.embedded import data_dir, ensure_redis, is_listening, stop_embedded
+from byzerllm.broker.embedded import (
+    data_dir,
+    embedded_url,
+    ensure_redis,
+    is_listening,
+    stop_embedded,
+)
+from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import list_nodes
-from byzerllm.broker.settings import DEFAULT_REDIS_URL, BrokerSettings
+from byzerllm.broker.settings import BrokerSettings
 
 
 def home() -> Path:
@@ -60,20 +68,25 @@ def start_local_node(settings: BrokerSettings) -> int:
     return proc.pid
 
 
-async def ensure_cluster(redis_url: str | None, need_node: bool = True) -> BrokerSettings:
+async def ensure_cluster(
+    redis_url: str | None, need_node: bool = True, default_url: str | None = None
+) -> BrokerSettings:
     """Settings for the configured Redis, starting the embedded defaults if none is."""
     configured = redis_url or os.environ.get("BYZERLLM_REDIS_URL")
-    settings = BrokerSettings.from_env(ensure_redis(redis_url))
+    settings = BrokerSettings.from_env(ensure_redis(redis_url, default_url))
     if configured or not need_node:
         return settings
+    keys = Keys(settings.prefix)
     redis = await connect(settings)
     try:
-        if not await list_nodes(redis, Keys(settings.prefix)):
+        if not await list_nodes(redis, keys):
             start_local_node(settings)
             deadline = time.monotonic() + 30
-            while not await list_nodes(redis, Keys(settings.prefix)):
+            while not await list_nodes(redis, keys):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the local node agent did not start; see {home()}/node.log")
+                    raise BrokerUnavailableError(
+                        f"the local node agent did not start; see {home() / 'node.log'}"
+                    )
                 await asyncio.sleep(0.1)
     finally:
         await redis.aclose()
@@ -83,19 +96,16 @@ async def ensure_cluster(redis_url: str | None, need_node: bool = True) -> Broke
 def status() -> dict[str, str]:
     redis_pid = _pid_alive(data_dir() / "redis.pid")
     node_pid = _pid_alive(node_pidfile())
-    return {
-        "redis": f"running (pid {redis_pid}, data {data_dir()})"
-        if redis_pid
-        else (
-            "another Redis listens on 127.0.0.1:6379"
-            if is_listening("127.0.0.1", 6379)
-            else "stopped"
-        ),
-        "node agent": f"running (pid {node_pid}, log {home() / 'node.log'})"
-        if node_pid
-        else "stopped",
-        "redis_url": DEFAULT_REDIS_URL,
-    }
+    url = embedded_url()
+    parts = urlsplit(url)
+    if redis_pid:
+        redis_state = f"running (pid {redis_pid}, data {data_dir()})"
+    elif is_listening(parts.hostname or "127.0.0.1", parts.port or 6379):
+        redis_state = "not ours, but a Redis listens there"
+    else:
+        redis_state = "stopped"
+    node_state = f"running (pid {node_pid}, log {home() / 'node.log'})" if node_pid else "stopped"
+    return {"redis": redis_state, "node agent": node_state, "redis_url": url}
 
 
 def stop() -> list[str]:
