@@ -27,7 +27,7 @@ from byzerllm.workers.runtime import Worker, WorkerTiming
 from tests.redis_server import RedisServer
 
 FAST = WorkerTiming(
-    heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=200, drain_timeout=10
+    heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=2000, drain_timeout=10
 )
 _prefixes = itertools.count()
 

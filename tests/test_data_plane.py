@@ -98,8 +98,8 @@ async def test_idle_workers_are_used_least_recently_first(start_worker, llm):
         [r] = await llm.chat_oai(f"q{i}")
         seen.append(r.metadata["worker_id"])
         await asyncio.sleep(0.02)  # let the worker block again before the next request
-    assert seen[:3] == ids
-    assert seen == ids * 3
+    assert sorted(seen[:3]) == sorted(ids), "each idle worker is used once..."
+    assert seen == seen[:3] * 3, "...and again in the same order: least recently used first"
 
 
 async def test_unknown_alias_fails_fast_naming_it(start_worker, llm):

@@ -58,7 +58,7 @@ class WorkerTiming:
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0  # a worker silent this long is dead to clients
     claim_idle: float = 10.0  # entries untouched this long are claimed by peers
-    block_ms: int = 1000
+    block_ms: int = 5000  # stop() interrupts a blocked read, so this may be long
     drain_timeout: float = 30.0
 
 
@@ -94,6 +94,9 @@ class Worker:
         self._inflight: dict[str, _InFlight] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._read_task: asyncio.Task[None] | None = None
+        self._in_read = False
+        self._cancelled_read = False
         self._recent_cancels: dict[str, float] = {}
         self._total = 0
         self._last_work = 0.0
@@ -103,8 +106,18 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking requests; in-flight ones finish (drain)."""
+        """Stop taking requests; in-flight ones finish (drain).
+
+        A read blocked on the stream is cancelled rather than waited out, so
+        reads can block long (which keeps the LRU order of idle workers); an
+        entry Redis delivered just before the cancel is served from our own
+        pending list by :meth:`_serve_own_backlog`.
+        """
         self._stopping.set()
+        self._slot_freed.set()
+        if self._in_read and self._read_task is not None:
+            self._cancelled_read = True
+            self._read_task.cancel()
 
     async def run(self) -> None:
         """Serve until stop() (or SIGTERM, when installed) and drain."""
@@ -123,7 +136,9 @@ class Worker:
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
             ]
             self.ready.set()
-            await self._read_loop()
+            self._read_task = asyncio.create_task(self._read_loop(), name="read-requests")
+            await self._read_task
+            await self._serve_own_backlog()
             await self._drain()
         finally:
             for task in tasks:
@@ -219,6 +234,7 @@ class Worker:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            self._in_read = True
             try:
                 response = await self._reader.xreadgroup(
                     GROUP,
@@ -227,6 +243,13 @@ class Worker:
                     count=free,
                     block=self.timing.block_ms,
                 )
+            except asyncio.CancelledError:
+                if not self._cancelled_read:
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return
             except rex.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream was deleted under us
                     await self._register()
@@ -237,8 +260,25 @@ class Worker:
                 log.warning("reading requests failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._in_read = False
             for _stream, entries in response or ():
                 for entry_id, fields in entries:
+                    self._accept(text(entry_id), fields, retry=False)
+
+    async def _serve_own_backlog(self) -> None:
+        """Serve entries delivered to us that a cancelled read never returned."""
+        held = {f.entry_id for f in self._inflight.values()}
+        try:
+            response = await self._reader.xreadgroup(
+                GROUP, self.worker_id, {self.keys.requests: "0"}, count=10_000
+            )
+        except (rex.ConnectionError, rex.TimeoutError, rex.ResponseError, OSError) as exc:
+            log.warning("could not read our own pending entries; peers will claim them: %s", exc)
+            return
+        for _stream, entries in response or ():
+            for entry_id, fields in entries:
+                if text(entry_id) not in held:
                     self._accept(text(entry_id), fields, retry=False)
 
     def _accept(self, entry_id: str, fields: dict[bytes, bytes] | None, retry: bool) -> None:
