@@ -217,6 +217,7 @@ class RequestChannel:
 
     async def _read_loop(self) -> None:
         last_refresh = time.monotonic()
+        failures = 0
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             try:
@@ -227,9 +228,16 @@ class RequestChannel:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
-                log.warning("reading replies failed, retrying: %s", exc)
-                await asyncio.sleep(0.5)
+                # say it once, then retry quietly with backoff until Redis is back
+                (log.debug if failures else log.warning)(
+                    "reading replies failed, retrying: %s", exc
+                )
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.25 * 2**failures))
                 continue
+            if failures:
+                log.warning("reading replies works again")
+                failures = 0
             if response:
                 self._dispatch(response[0][1])
             if time.monotonic() - last_refresh > REPLY_TTL / 3:

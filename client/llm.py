@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from byzerllm.broker.errors import ConfigurationError
@@ -16,6 +16,8 @@ from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import check_alias
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.channel import RequestChannel, channel_for
+from byzerllm.client.multimodal import prepare_messages
+from byzerllm.client.tools import chat_with_tools
 from byzerllm.client.types import LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
@@ -67,6 +69,7 @@ class AsyncByzerLLM:
             _default_timeout() if request_timeout == "default" else request_timeout
         )
         self.templates: dict[str, Any] = {}
+        self.impl_cache: dict[tuple[Any, ...], Any] = {}
 
     # -- configuration (chainable like the original) --------------------------------
 
@@ -108,9 +111,28 @@ class AsyncByzerLLM:
         role_mapping: dict[str, str] | None = None,
         llm_config: dict[str, Any] | None = None,
         extra_request_params: dict[str, Any] | None = None,
-    ) -> list[LLMResponse]:
-        """One complete answer, as a one-element list (the original's shape)."""
-        messages = _as_messages(conversations)
+        *,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        execute_tool: bool = False,
+        func_params: dict[str, Any] | None = None,
+    ) -> list[Any]:
+        """One complete answer, as a one-element list (the original's shape).
+
+        With ``tools``, the model picks a tool in JSON (see client/tools.py);
+        ``execute_tool=True`` runs it and returns LLMFunctionCallResponse items.
+        """
+        if tools:
+
+            async def plain(messages: list[dict[str, Any]]) -> list[Any]:
+                return await self.chat_oai(
+                    messages, model, role_mapping, llm_config, extra_request_params
+                )
+
+            return await chat_with_tools(
+                plain, _as_messages(conversations), tools, tool_choice, execute_tool, func_params
+            )
+        messages = prepare_messages(_as_messages(conversations))
         llm_config = dict(llm_config or {})
         alias = self._model(model)
         call = await self.channel.submit(
@@ -147,7 +169,7 @@ class AsyncByzerLLM:
         worker failure the request is retried elsewhere and text already
         yielded is not yielded again.
         """
-        messages = _as_messages(conversations)
+        messages = prepare_messages(_as_messages(conversations))
         llm_config = dict(llm_config or {})
         alias = self._model(model)
         channel = self.channel
@@ -194,6 +216,20 @@ class AsyncByzerLLM:
                 )
 
     async_stream_chat_oai = stream_chat_oai
+
+    # -- functions written by the model ------------------------------------------------
+
+    def impl(
+        self, model: str | None = None, llm_config: dict[str, Any] | None = None
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator: the model writes the function's body; calls are coroutines here."""
+        from byzerllm.client.impl import ImplFunction
+
+        return lambda func: ImplFunction(self, func, model, llm_config, sync=False)
+
+    def clear_impl_cache(self) -> AsyncByzerLLM:
+        self.impl_cache.clear()
+        return self
 
     # -- embeddings ------------------------------------------------------------------
 

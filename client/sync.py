@@ -6,7 +6,7 @@ talks to Redis itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from byzerllm.client.channel import close_channels
@@ -70,16 +70,55 @@ class ByzerLLM:
         role_mapping: dict[str, str] | None = None,
         llm_config: dict[str, Any] | None = None,
         extra_request_params: dict[str, Any] | None = None,
-    ) -> list[LLMResponse]:
+        *,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        execute_tool: bool = False,
+        func_params: dict[str, Any] | None = None,
+    ) -> list[Any]:
         return run_sync(
-            self.aio.chat_oai(
+            self.achat_oai(
                 conversations,
                 model=model,
                 role_mapping=role_mapping,
                 llm_config=llm_config,
                 extra_request_params=extra_request_params,
+                tools=tools,
+                tool_choice=tool_choice,
+                execute_tool=execute_tool,
+                func_params=func_params,
             )
         )
+
+    def achat_oai(self, conversations: Conversations, **kwargs: Any) -> Any:
+        """``await llm.achat_oai(...)``: the async core's chat_oai (same arguments)."""
+        return self.aio.chat_oai(conversations, **kwargs)
+
+    def astream_chat_oai(
+        self, conversations: Conversations, **kwargs: Any
+    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+        """``async for t, meta in llm.astream_chat_oai(...)``."""
+        return self.aio.stream_chat_oai(conversations, **kwargs)
+
+    async_stream_chat_oai = astream_chat_oai
+
+    def prompt(self, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        """``@llm.prompt()``: a prompt function bound to this client."""
+        from byzerllm.client.prompt import prompt
+
+        return prompt(llm=self, **kwargs)
+
+    def impl(
+        self, model: str | None = None, llm_config: dict[str, Any] | None = None
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """``@llm.impl()``: the model writes the body on first call; cached afterwards."""
+        from byzerllm.client.impl import ImplFunction
+
+        return lambda func: ImplFunction(self.aio, func, model, llm_config, sync=True)
+
+    def clear_impl_cache(self) -> ByzerLLM:
+        self.aio.clear_impl_cache()
+        return self
 
     def stream_chat_oai(
         self,

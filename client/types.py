@@ -40,3 +40,51 @@ META_KEYS = (
     "finish_reason",
     "reasoning_content",
 )
+
+
+class LLMFunctionCallResponse(BaseModel):
+    """A chat_oai answer with tools executed: ``values`` holds each called tool's result."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    response: LLMResponse
+    values: list[Any] = []
+    metadata: dict[str, Any] = {}
+
+
+class LLMClassResponse(BaseModel):
+    """A chat_oai answer read as a pydantic object; ``value`` is None when it did not parse."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    response: LLMResponse
+    value: Any = None
+    metadata: dict[str, Any] = {}
+
+
+# Small wrappers for prompt functions whose answer is one value, e.g.
+# ``f.with_return_type(Bool).run(...)`` reading ``{"value": true}``.
+
+
+class Bool(BaseModel):
+    value: bool
+
+
+class Int(BaseModel):
+    value: int
+
+
+class Float(BaseModel):
+    value: float
+
+
+class Str(BaseModel):
+    value: str
+
+
+class ListStr(BaseModel):
+    value: list[str]
+
+
+class ListInt(BaseModel):
+    value: list[int]

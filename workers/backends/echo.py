@@ -2,7 +2,15 @@
 
 It answers like a model would, without one: by default it echoes the last
 message; ``replies`` scripts the answers (cycled in order), ``reply`` fixes
-one. ``chunks`` splits the answer into that many stream deltas, ``delay``
+one. ``script`` answers like a model by rules: a JSON list (or the path of a
+JSON file holding one) of ``{"match": regex, "reply": text}``; the first rule
+whose regex is found in the last user message answers (earlier user
+messages are tried when none does, so a "continue" turn keeps the topic).
+A scripted reply is one whole answer: assistant messages after the matched
+user message (earlier rounds, or a ``gen.response_prefix`` prefix) count as
+already said, and only the rest is sent. ``gen.stop`` cuts the answer before
+the first stop string; ``max_length`` cuts it to that many characters.
+``chunks`` splits the answer into that many stream deltas, ``delay``
 sleeps between them and ``first_token_delay`` before the first, so tests can
 hold a request in flight for as long as they need.
 """
@@ -14,19 +22,27 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
 
 from byzerllm.broker.errors import BackendError, BackendLoadError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.workers.backend import Backend, BackendOptions, Chunk, last_user_text
 
 
+class ScriptRule(BaseModel):
+    match: str
+    reply: str
+
+
 class EchoOptions(BackendOptions):
     reply: str | None = None
+    script: list[ScriptRule] | None = None
     replies: list[str] | None = None
     prefix: str = ""
     chunks: int = 0  # 0: one chunk per word
@@ -44,6 +60,33 @@ class EchoOptions(BackendOptions):
             return json.loads(value)
         return value
 
+    @field_validator("script", mode="before")
+    @classmethod
+    def _script(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value if value.lstrip().startswith("[") else Path(value).read_text("utf-8")
+            return json.loads(text)
+        return value
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _stops(value: Any) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value]
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value or [] if str(v)]
+
 
 class EchoBackend(Backend):
     Options = EchoOptions
@@ -53,6 +96,7 @@ class EchoBackend(Backend):
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
         self._script = itertools.cycle(self.options.replies) if self.options.replies else None
+        self._rules = [(re.compile(r.match), r.reply) for r in self.options.script or []]
 
     async def start(self) -> None:
         if self.options.start_delay:
@@ -60,7 +104,36 @@ class EchoBackend(Backend):
         if self.options.fail_on_start:
             raise BackendLoadError(self.options.fail_on_start)
 
+    def _scripted(self, conversations: list[dict[str, Any]]) -> str | None:
+        users = [i for i, m in enumerate(conversations) if m.get("role") == "user"]
+        for index in reversed(users):
+            text = _text(conversations[index].get("content", ""))
+            for pattern, reply in self._rules:
+                if pattern.search(text):
+                    said = "".join(
+                        _text(m.get("content", ""))
+                        for m in conversations[index + 1 :]
+                        if m.get("role") == "assistant"
+                    )
+                    return reply[len(said) :] if said and reply.startswith(said) else reply
+        return None
+
     def _answer(self, request: ChatPayload) -> str:
+        conversations = request.conversations
+        if self._rules:
+            scripted = self._scripted(conversations)
+            if scripted is not None:
+                return scripted
+        prefixing = (
+            request.llm_config.get("gen.response_prefix")
+            and conversations
+            and conversations[-1].get("role") == "assistant"
+        )
+        if prefixing and self._script is None and self.options.reply is None:
+            said = _text(conversations[-1].get("content", ""))
+            users = [m for m in conversations if m.get("role") == "user"]
+            answer = self.options.prefix + (_text(users[-1].get("content", "")) if users else "")
+            return answer[len(said) :] if said and answer.startswith(said) else answer
         if self._script is not None:
             return next(self._script)
         if self.options.reply is not None:
@@ -80,6 +153,9 @@ class EchoBackend(Backend):
         if opts.fail_with:
             raise BackendError(opts.fail_with)
         answer = self._answer(request)
+        for stop in _stops(request.llm_config.get("gen.stop")):
+            if stop in answer:
+                answer = answer[: answer.index(stop)]
         max_length = request.llm_config.get("max_length")
         if isinstance(max_length, int) and max_length > 0:
             answer = answer[:max_length]

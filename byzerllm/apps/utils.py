@@ -1,0 +1,5 @@
+"""``byzerllm.apps.utils``: the original's import path."""
+
+from byzerllm.client.utils import Tag, TagExtractor
+
+__all__ = ["Tag", "TagExtractor"]

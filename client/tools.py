@@ -1,0 +1,183 @@
+"""Function calling without native model support: tools described in the prompt.
+
+Each Python callable becomes a JSON description (from its signature,
+docstring and ``Annotated[T, "desc"]`` / ``Annotated[T, "desc", {"enum": [...]}]``
+metadata). The model is asked to answer with a JSON ``tool_calls`` choice;
+we parse it, validate the arguments against the signature with pydantic,
+call the tools and put their results in ``values``. As in the original,
+``chat_oai(..., execute_tool=True)`` never raises for a bad choice: the
+reason is in ``metadata["reason"]`` and ``values`` is empty.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError, validate_call
+
+from byzerllm.broker.errors import ConfigurationError
+from byzerllm.client.structured import StructuredOutputError, load_json
+from byzerllm.client.types import LLMFunctionCallResponse, LLMResponse
+
+Tool = Callable[..., Any] | str | dict[str, Any]
+
+
+def _param_schema(annotation: Any) -> dict[str, Any]:
+    description, extra = None, {}
+    if get_origin(annotation) is Annotated:
+        base, *metadata = get_args(annotation)
+        for item in metadata:
+            if isinstance(item, str):
+                description = item
+            elif isinstance(item, dict):
+                extra.update(item)
+        annotation = base
+    schema: dict[str, Any] = {}
+    if annotation is not inspect.Parameter.empty:
+        try:
+            schema = TypeAdapter(annotation).json_schema()
+        except Exception:  # an exotic type: describe it by name
+            schema = {"type": getattr(annotation, "__name__", str(annotation))}
+    if description:
+        schema["description"] = description
+    schema.update(extra)
+    return schema
+
+
+def tool_spec(tool: Tool) -> dict[str, Any]:
+    """The JSON description of a tool the model reads."""
+    if isinstance(tool, dict):
+        return tool
+    if isinstance(tool, str):
+        return dict(json.loads(tool))
+    try:
+        hints = get_type_hints(tool, include_extras=True)
+    except Exception:
+        hints = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, param in inspect.signature(tool).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        schema = _param_schema(hints.get(name, param.annotation))
+        if param.default is param.empty:
+            required.append(name)
+        else:
+            schema["default"] = param.default
+        properties[name] = schema
+    return {
+        "name": tool.__name__,
+        "description": inspect.cleandoc(tool.__doc__ or "").strip(),
+        "parameters": {"type": "object", "properties": properties, "required": required},
+    }
+
+
+_ANSWER_FORMAT = """{
+  "tool_calls": [
+    {"id": "call_1", "type": "function",
+     "function": {"name": "<tool name>", "arguments": {"<parameter>": "<value>"}}}
+  ]
+}"""
+
+
+def tools_prompt(question: str, specs: list[dict[str, Any]], tool_choice: Any = None) -> str:
+    """The last user message rewritten to ask for a JSON tool choice."""
+    listing = json.dumps(specs, ensure_ascii=False, indent=2)
+    text = (
+        "You can use the tools below (JSON descriptions with a JSON schema per parameter):\n"
+        f"```json\n{listing}\n```\n\n"
+        "Choose the tool(s) that answer the user's request and fill in their arguments. "
+        "Answer only with JSON of this shape, in one ```json code block:\n"
+        f"```json\n{_ANSWER_FORMAT}\n```\n"
+    )
+    if tool_choice:
+        name = tool_choice if isinstance(tool_choice, str) else tool_spec(tool_choice)["name"]
+        text += f"\nYou must use the tool {name}.\n"
+    return f"{text}\nUser request:\n{question}"
+
+
+def parse_tool_calls(text: str) -> list[dict[str, Any]]:
+    """[{name, arguments}] from the model's JSON answer; StructuredOutputError when absent."""
+    data = load_json(text)
+    if isinstance(data, list):
+        if data and all(isinstance(d, dict) and "tool_calls" not in d for d in data):
+            data = {"tool_calls": data}
+        elif data:
+            data = data[-1]
+    if not isinstance(data, dict):
+        raise StructuredOutputError("the tool choice is not a JSON object", text)
+    calls = data.get("tool_calls")
+    if calls is None and ("name" in data or "function" in data):
+        calls = [data]
+    if not isinstance(calls, list):
+        raise StructuredOutputError("the answer has no tool_calls list", text)
+    out = []
+    for call in calls:
+        function = call.get("function", call) if isinstance(call, dict) else {}
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            arguments = load_json(arguments) if arguments.strip() else {}
+        out.append({"name": str(function.get("name", "")), "arguments": arguments})
+    return out
+
+
+def execute_calls(
+    calls: list[dict[str, Any]], tools: list[Tool], func_params: dict[str, Any] | None
+) -> tuple[list[Any], list[str]]:
+    """Run each chosen tool that exists, arguments validated against its signature."""
+    by_name = {t.__name__: t for t in tools if callable(t)}
+    values, selected = [], []
+    for call in calls:
+        tool = by_name.get(call["name"])
+        if tool is None:
+            continue  # the original skips unknown names silently
+        selected.append(call["name"])
+        values.append(validate_call(tool)(**{**call["arguments"], **(func_params or {})}))
+    return values, selected
+
+
+def check_tools(tools: list[Tool]) -> list[Tool]:
+    for tool in tools:
+        if not (callable(tool) or isinstance(tool, str | dict)):
+            raise ConfigurationError(
+                f"tool {tool!r} is not usable: pass Python functions (or JSON descriptions)"
+            )
+    return list(tools)
+
+
+async def chat_with_tools(
+    chat: Callable[[list[dict[str, Any]]], Any],
+    messages: list[dict[str, Any]],
+    tools: list[Tool],
+    tool_choice: Any,
+    execute_tool: bool,
+    func_params: dict[str, Any] | None,
+) -> list[Any]:
+    """``chat`` is a coroutine function sending messages and returning list[LLMResponse]."""
+    specs = [tool_spec(t) for t in check_tools(tools)]
+    last = messages[-1] if messages else {"role": "user", "content": ""}
+    rewritten = {**last, "content": tools_prompt(str(last.get("content", "")), specs, tool_choice)}
+    responses: list[LLMResponse] = await chat([*messages[:-1], rewritten])
+    if not execute_tool:
+        return responses
+    results = []
+    for response in responses:
+        metadata = dict(response.metadata)
+        values: list[Any] = []
+        try:
+            values, metadata["selected_functions"] = execute_calls(
+                parse_tool_calls(str(response.output)), tools, func_params
+            )
+            metadata["reason"] = ""
+        except StructuredOutputError:
+            metadata["reason"] = "No json block found"
+        except ValidationError as exc:
+            metadata["reason"] = f"bad tool arguments: {exc}"
+        except Exception as exc:
+            metadata["reason"] = f"{exc}\n{traceback.format_exc()}"
+        results.append(LLMFunctionCallResponse(response=response, values=values, metadata=metadata))
+    return results
