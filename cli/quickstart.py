@@ -16,8 +16,16 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.local import ensure_cluster
 from byzerllm.client import deploy as deploying
 from byzerllm.client.llm import AsyncByzerLLM
+from byzerllm.client.prompt import prompt
 
 QUESTION = "Hello! Which alias am I talking to?"
+
+
+@prompt()
+def greet(name: str) -> str:
+    """
+    Hello {{ name }}, say hello back!
+    """
 
 
 async def run_quickstart(redis_url: str | None, alias: str, out: Console) -> None:
@@ -37,7 +45,10 @@ async def run_quickstart(redis_url: str | None, alias: str, out: Console) -> Non
         [answer] = await llm.chat_oai([{"role": "user", "content": QUESTION}])
         out.print("[bold]3.[/bold] chat_oai -> ", end="")
         out.print(answer.output, markup=False, highlight=False)
-        out.print("[bold]4.[/bold] stream_chat_oai -> ", end="")
+        greeting = await greet.with_llm(llm).arun("byzerllm")
+        out.print("[bold]4.[/bold] prompt function -> ", end="")
+        out.print(greeting, markup=False, highlight=False)
+        out.print("[bold]5.[/bold] stream_chat_oai -> ", end="")
         async for delta, _meta in llm.stream_chat_oai(QUESTION, delta_mode=True):
             out.print(delta, end="", markup=False, highlight=False)
         out.print()

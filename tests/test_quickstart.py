@@ -60,6 +60,7 @@ def test_quickstart_on_embedded_defaults_then_local_stop(tmp_path):
         lines = result.stdout.splitlines()
         assert any("chat_oai -> [qs] you said: Hello!" in line for line in lines)
         assert any("stream_chat_oai -> [qs] you said: Hello!" in line for line in lines)
+        assert any("prompt function -> [qs] you said: Hello byzerllm" in line for line in lines)
         status = cli("local", "status").stdout
         assert "redis: running" in status and "node agent: running" in status
         again = cli("chat", "qs", "still there")  # later commands find the same services
