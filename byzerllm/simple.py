@@ -24,7 +24,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.client.loop_thread import run_sync
 from byzerllm.client.sync import ByzerLLM
-from byzerllm.workers.backend import Backend
+from byzerllm.workers.backend import Backend, ChatTally
 from byzerllm.workers.registry import backend_class
 
 
@@ -79,40 +79,12 @@ class _InProcessChannel:
 
     async def _chat(self, call: _LocalCall, backend: Backend) -> AsyncIterator[Reply]:
         payload = ChatPayload.model_validate(call.payload)
-        start = time.perf_counter()
-        first_token = 0.0
-        texts: list[str] = []
-        reasonings: list[str] = []
-        input_tokens = output_tokens = 0
-        finish_reason = "stop"
+        tally = ChatTally()
         async for chunk in backend.chat(payload):
-            if chunk.text or chunk.reasoning:
-                first_token = first_token or time.perf_counter() - start
-                if payload.stream:
-                    delta = {"text": chunk.text, "reasoning": chunk.reasoning}
-                    yield self._reply(call, ReplyType.DELTA, delta)
-                texts.append(chunk.text)
-                reasonings.append(chunk.reasoning)
-            input_tokens = chunk.input_tokens if chunk.input_tokens is not None else input_tokens
-            output_tokens = (
-                chunk.output_tokens if chunk.output_tokens is not None else output_tokens
-            )
-            finish_reason = chunk.finish_reason or finish_reason
-        elapsed = time.perf_counter() - start
-        meta = {
-            "request_id": call.rid,
-            "input_tokens_count": input_tokens,
-            "generated_tokens_count": output_tokens,
-            "time_cost": elapsed,
-            "first_token_time": first_token,
-            "speed": output_tokens / elapsed if elapsed > 0 else 0.0,
-            "finish_reason": finish_reason,
-            "reasoning_content": "".join(reasonings),
-        }
-        data: dict[str, Any] = {"meta": meta}
-        if not payload.stream:
-            data["output"] = "".join(texts)
-        yield self._reply(call, ReplyType.END, data)
+            if tally.add(chunk) and payload.stream:
+                delta = {"text": chunk.text, "reasoning": chunk.reasoning}
+                yield self._reply(call, ReplyType.DELTA, delta)
+        yield self._reply(call, ReplyType.END, tally.end_data(call.rid, payload.stream))
 
     async def aclose(self) -> None:
         for backend in list(self.backends.values()):

@@ -22,7 +22,7 @@ QUESTION = "Hello! Which alias am I talking to?"
 
 
 @prompt()
-def greet(name: str) -> str:
+def greet(name: str) -> str:  # type: ignore[empty-body]  (the docstring is the body)
     """
     Hello {{ name }}, say hello back!
     """

@@ -8,8 +8,9 @@ generator of :class:`Chunk`) and, where the model can, ``embed``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -96,3 +97,51 @@ def last_user_text(request: ChatPayload) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return str(content)
+
+
+@dataclass(slots=True)
+class ChatTally:
+    """What a chat has produced so far, and the end-of-answer metadata the client
+    reads (the original's keys); shared by workers and the in-process client."""
+
+    start: float = field(default_factory=time.perf_counter)
+    first_token: float = 0.0
+    texts: list[str] = field(default_factory=list)
+    reasonings: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str = "stop"
+
+    def add(self, chunk: Chunk) -> bool:
+        """Count the chunk; True when it carries text to pass on."""
+        if chunk.input_tokens is not None:
+            self.input_tokens = chunk.input_tokens
+        if chunk.output_tokens is not None:
+            self.output_tokens = chunk.output_tokens
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if not (chunk.text or chunk.reasoning):
+            return False
+        self.first_token = self.first_token or time.perf_counter() - self.start
+        self.texts.append(chunk.text)
+        self.reasonings.append(chunk.reasoning)
+        return True
+
+    def end_data(self, request_id: str, stream: bool, **extra: Any) -> dict[str, Any]:
+        """The END reply's data: metadata, plus the whole text unless it was streamed."""
+        elapsed = time.perf_counter() - self.start
+        meta = {
+            "request_id": request_id,
+            "input_tokens_count": self.input_tokens,
+            "generated_tokens_count": self.output_tokens,
+            "time_cost": elapsed,
+            "first_token_time": self.first_token,
+            "speed": self.output_tokens / elapsed if elapsed > 0 else 0.0,
+            "finish_reason": self.finish_reason,
+            "reasoning_content": "".join(self.reasonings),
+            **extra,
+        }
+        data: dict[str, Any] = {"meta": meta}
+        if not stream:
+            data["output"] = "".join(self.texts)
+        return data

@@ -44,7 +44,7 @@ from byzerllm.broker.messages import (
 )
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend
+from byzerllm.workers.backend import Backend, ChatTally
 from byzerllm.workers.registry import backend_class
 from byzerllm.workers.reply_writer import ReplyWriter
 
@@ -380,42 +380,11 @@ class Worker:
     async def _chat(self, request: Request) -> dict[str, Any]:
         payload = ChatPayload.model_validate(request.payload)
         writer, rid, to, attempt = self._writer, request.id, request.reply_to, request.attempt
-        start = time.perf_counter()
-        first_token = 0.0
-        texts: list[str] = []
-        reasonings: list[str] = []
-        input_tokens = output_tokens = 0
-        finish_reason = "stop"
+        tally = ChatTally()
         async for chunk in self.backend.chat(payload):
-            if chunk.text or chunk.reasoning:
-                if not first_token:
-                    first_token = time.perf_counter() - start
-                if payload.stream:
-                    writer.delta(rid, to, attempt, chunk.text, chunk.reasoning)
-                texts.append(chunk.text)
-                reasonings.append(chunk.reasoning)
-            if chunk.input_tokens is not None:
-                input_tokens = chunk.input_tokens
-            if chunk.output_tokens is not None:
-                output_tokens = chunk.output_tokens
-            if chunk.finish_reason:
-                finish_reason = chunk.finish_reason
-        elapsed = time.perf_counter() - start
-        meta = {
-            "request_id": rid,
-            "input_tokens_count": input_tokens,
-            "generated_tokens_count": output_tokens,
-            "time_cost": elapsed,
-            "first_token_time": first_token,
-            "speed": output_tokens / elapsed if elapsed > 0 else 0.0,
-            "finish_reason": finish_reason,
-            "reasoning_content": "".join(reasonings),
-            "worker_id": self.worker_id,
-        }
-        data: dict[str, Any] = {"meta": meta}
-        if not payload.stream:
-            data["output"] = "".join(texts)
-        return data
+            if tally.add(chunk) and payload.stream:
+                writer.delta(rid, to, attempt, chunk.text, chunk.reasoning)
+        return tally.end_data(rid, payload.stream, worker_id=self.worker_id)
 
     # -- cancellation and client loss ------------------------------------------------
 
