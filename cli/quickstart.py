@@ -21,8 +21,8 @@ from byzerllm.client.prompt import prompt
 QUESTION = "Hello! Which alias am I talking to?"
 
 
-@prompt()
-def greet(name: str) -> str:  # type: ignore[empty-body]  (the docstring is the body)
+@prompt()  # the docstring is the body
+def greet(name: str) -> str:  # type: ignore[empty-body]
     """
     Hello {{ name }}, say hello back!
     """
