@@ -11,6 +11,12 @@ Answers are deterministic: the reply echoes the last user message, one
 the answer. Models whose name contains "reasoner" think first, DeepSeek
 style, in ``reasoning_content``.
 
+The media endpoints are as deterministic: ``/audio/transcriptions`` (a
+multipart upload) "hears" the uploaded bytes as UTF-8 text and answers
+whisper's verbose JSON with one segment and a word per word;
+``/audio/speech`` answers the bytes ``<format>|<voice>|<input>``; and
+``/images/generations`` answers ``b64_json`` of ``<size>|<quality>|<prompt>``.
+
 In a test::
 
     with OpenAIStub(api_key="sk-test") as stub:
@@ -50,6 +56,9 @@ DEFAULT_MODELS = (
     "deepseek-reasoner",
     "text-embedding-3-small",
     "text-embedding-ada-002",
+    "whisper-1",
+    "tts-1",
+    "dall-e-3",
 )
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -226,6 +235,8 @@ class OpenAIStub:
         self.fail_always: int | None = None
         self.retry_after_ms: int | None = 1  # sent with 429/5xx so SDK retries are quick
         self.echo_key_in_errors = False  # some vendors quote the bad key back in full
+        # Azure OpenAI mode: /openai/deployments/<name>/... serves the model mapped here.
+        self.azure_deployments: dict[str, str] = {}
         self.last_request: dict[str, Any] | None = None
         self.request_count = 0
         self._forced: collections.deque[int] = collections.deque()
@@ -306,13 +317,20 @@ class OpenAIStub:
     ) -> bytes | Paced:
         """One request in, one response out; errors in the order OpenAI checks them."""
         self.request_count += 1
-        path = target.split("?", 1)[0].removeprefix("/v1")
+        path, _, query = target.partition("?")
+        path = path.removeprefix("/v1")
+        if path.startswith("/openai/"):
+            return self._azure(method, path, query, headers, body)
         payload: Any = None
         if method == "POST":
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                payload = None
+            content_type = headers.get("content-type", "")
+            if content_type.startswith("multipart/form-data"):
+                payload = parse_multipart(content_type, body)
+            else:
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = None
             if isinstance(payload, dict):
                 self.last_request = payload
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
@@ -322,10 +340,48 @@ class OpenAIStub:
             return self._forced_error(status)
         return self._route(method, path, payload)
 
+    def _azure(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> bytes | Paced:
+        """Azure OpenAI: the deployment in the path picks the model, ``api-key`` authenticates."""
+        _, _, rest = path.partition("/openai/deployments/")
+        deployment, _, endpoint = rest.partition("/")
+        if "api-version=" not in query:
+            return http_response(
+                404, _dumps({"error": {"code": "404", "message": "Resource not found"}}).encode()
+            )
+        if self.api_key is not None and headers.get("api-key") != self.api_key:
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make "
+                "sure to provide a valid key for an active subscription and use a correct "
+                "regional API endpoint for your resource."
+            )
+            return http_response(
+                401, _dumps({"error": {"code": "401", "message": message}}).encode()
+            )
+        model = self.azure_deployments.get(deployment)
+        if model is None:
+            message = (
+                "The API deployment for this resource does not exist. If you created the "
+                "deployment within the last 5 minutes, please wait a moment and try again."
+            )
+            body404 = {"error": {"code": "DeploymentNotFound", "message": message}}
+            return http_response(404, _dumps(body404).encode())
+        if headers.get("content-type", "").startswith("application/json"):
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict):
+                body = _dumps({**payload, "model": model}).encode()
+        bearer = {**headers, "authorization": f"Bearer {self.api_key}"}
+        self.request_count -= 1  # handle() counts it again
+        return self.handle(method, f"/v1/{endpoint}", bearer, body)
+
     def _route(self, method: str, path: str, payload: Any) -> bytes | Paced:
         if method == "GET" and path == "/models":
             return self._list_models()
-        if method != "POST" or path not in ("/chat/completions", "/embeddings"):
+        if method != "POST" or path not in _POST_PATHS:
             return http_response(
                 404, error_body(f"Invalid URL ({method} /v1{path})", "invalid_request_error", None)
             )
@@ -350,6 +406,12 @@ class OpenAIStub:
             )
         if path == "/embeddings":
             return self._embeddings(payload)
+        if path == "/audio/transcriptions":
+            return _transcription(payload)
+        if path == "/audio/speech":
+            return _speech(payload)
+        if path == "/images/generations":
+            return _image(payload)
         return self._chat(payload)
 
     def _unauthorized(self, authorization: str) -> bytes:
@@ -464,6 +526,125 @@ class OpenAIStub:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return http_response(200, _dumps(body).encode())
+
+
+_POST_PATHS = frozenset(
+    {
+        "/chat/completions",
+        "/embeddings",
+        "/audio/transcriptions",
+        "/audio/speech",
+        "/images/generations",
+    }
+)
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, Any] | None:
+    """Form fields as text, files as ``{"filename", "content"}``; lists for ``name[]``."""
+    boundary = content_type.partition("boundary=")[2].strip().strip('"')
+    if not boundary:
+        return None
+    fields: dict[str, Any] = {}
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, value = part.strip(b"\r\n").partition(b"\r\n\r\n")
+        disposition = next(
+            (
+                line
+                for line in head.decode("latin-1").split("\r\n")
+                if line.lower().startswith("content-disposition")
+            ),
+            "",
+        )
+        params = dict(
+            (k.strip(), v.strip().strip('"'))
+            for k, _, v in (p.partition("=") for p in disposition.split(";")[1:])
+        )
+        name = params.get("name", "")
+        item: Any = (
+            {"filename": params["filename"], "content": value}
+            if "filename" in params
+            else value.decode()
+        )
+        if name.endswith("[]"):
+            fields.setdefault(name[:-2], []).append(item)
+        else:
+            fields[name] = item
+    return fields
+
+
+def _bad_request(message: str, param: str | None = None) -> bytes:
+    return http_response(400, error_body(message, "invalid_request_error", None, param))
+
+
+def _transcription(payload: dict[str, Any]) -> bytes:
+    upload = payload.get("file")
+    if not isinstance(upload, dict):
+        return _bad_request("Could not parse multipart form: 'file' is required.", "file")
+    text = upload["content"].decode("utf-8", "replace").strip()
+    if payload.get("response_format") != "verbose_json":
+        return http_response(200, _dumps({"text": text}).encode())
+    words = [{"word": w, "start": float(i), "end": i + 0.5} for i, w in enumerate(text.split())]
+    duration = float(len(words))
+    body = {
+        "task": "transcribe",
+        "language": payload.get("language") or "english",
+        "duration": duration,
+        "text": text,
+        "segments": [
+            {
+                "id": 0,
+                "seek": 0,
+                "start": 0.0,
+                "end": duration,
+                "text": " " + text,
+                "tokens": list(range(50364, 50364 + len(words))),
+                "temperature": 0.0,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.4,
+                "no_speech_prob": 0.01,
+            }
+        ],
+    }
+    if "word" in payload.get("timestamp_granularities", []):
+        body["words"] = words
+    return http_response(200, _dumps(body).encode())
+
+
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/opus"}
+
+
+def _speech(payload: dict[str, Any]) -> bytes:
+    text, voice = payload.get("input"), payload.get("voice")
+    if not isinstance(text, str) or not text or not voice:
+        return _bad_request("'input' and 'voice' are required.", "input")
+    fmt = str(payload.get("response_format") or "mp3")
+    audio = f"{fmt}|{voice}|{text}".encode()
+    kind = _AUDIO_TYPES.get(fmt, "application/octet-stream")
+    return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+        kind.encode(),
+        len(audio),
+        audio,
+    )
+
+
+def _image(payload: dict[str, Any]) -> bytes:
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return _bad_request("'prompt' is required.", "prompt")
+    if "nsfw" in prompt:
+        message = "Your request was rejected as a result of our safety system."
+        return http_response(
+            400, error_body(message, "invalid_request_error", "content_policy_violation")
+        )
+    picture = f"{payload.get('size')}|{payload.get('quality')}|{prompt}".encode()
+    item: dict[str, Any] = {"revised_prompt": prompt}
+    if payload.get("response_format") == "b64_json":
+        item["b64_json"] = base64.b64encode(picture).decode()
+    else:
+        item["url"] = "https://stub.invalid/image.png"
+    return http_response(200, _dumps({"created": int(time.time()), "data": [item]}).encode())
 
 
 def _chunk_events(

@@ -51,9 +51,12 @@ def test_compose_command_lines_parse_with_the_cli(service):
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
 def test_docker_compose_config_accepts_the_file():
-    result = subprocess.run([str(shutil.which("docker")), "compose", "-f", str(COMPOSE),
-                             "config", "-q"], capture_output=True, text=True,
-                            env={**os.environ, "BYZERLLM_SECRET_KEY": "x"})
+    result = subprocess.run(
+        [str(shutil.which("docker")), "compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BYZERLLM_SECRET_KEY": "x"},
+    )
     if "is not a docker command" in result.stderr or "unknown" in result.stderr:
         pytest.skip("docker compose plugin not installed")
     assert result.returncode == 0, result.stderr

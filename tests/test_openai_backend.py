@@ -8,7 +8,9 @@ on the wire (the stub records the last request body).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 from byzerllm import BackendError, ConfigurationError
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
+from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.workers.runtime import Worker
 from tests.openai_stub import OpenAIStub, embedding_for
 from tests.redis_server import free_port
@@ -403,3 +406,127 @@ def test_stub_runs_as_a_process():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# -- multimodal: whisper, tts, dall-e, vision ------------------------------------------
+
+
+def guide_params(command_line: str, stub: OpenAIStub) -> dict[str, Any]:
+    """The guide's ``--infer_params`` tokens, pointed at the stub instead of the vendor."""
+    params = parse_infer_params(shlex.split(command_line))
+    params["saas.api_key"] = KEY
+    params.setdefault("saas.base_url", stub.base_url)
+    return params
+
+
+async def deploy_guide(start_worker, stub, alias: str, command_line: str) -> None:
+    await start_worker(alias, model_type="saas/openai", **guide_params(command_line, stub))
+
+
+def wav_data_url(spoken: str) -> str:
+    """The stub hears uploaded bytes as text, so the "audio" is the words themselves."""
+    return "data:audio/wav;base64," + base64.b64encode(spoken.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"audio": wav_data_url("in the last chapter")}),
+        json.dumps({"audio": base64.b64encode(b"in the last chapter").decode(), "type": "mp3"}),
+        f"<_audio_>{wav_data_url('in the last chapter')}</_audio_>",
+    ],
+    ids=["json-data-url", "json-bare-base64", "audio-tag"],
+)
+async def test_whisper_returns_verbose_json_with_segments_and_words(
+    start_worker, llm, stub, content
+):
+    await deploy_guide(
+        start_worker, stub, "voice2text", "saas.model=whisper-1 saas.api_key=${MODEL_OPENAI_TOKEN}"
+    )
+    [response] = await llm.chat_oai([{"role": "user", "content": content}], model="voice2text")
+    result = json.loads(response.output)
+    assert result["text"] == "in the last chapter"
+    assert result["task"] == "transcribe"
+    assert result["segments"][0]["text"] == " in the last chapter"
+    assert [w["word"] for w in result["words"]] == ["in", "the", "last", "chapter"]
+    sent = stub.last_request
+    assert sent is not None
+    assert sent["model"] == "whisper-1"
+    assert sent["response_format"] == "verbose_json"
+    assert sorted(sent["timestamp_granularities"]) == ["segment", "word"]
+    assert sent["file"]["filename"].startswith("audio.")
+
+
+async def test_whisper_without_audio_says_what_to_send(start_worker, llm, stub):
+    await deploy(start_worker, stub, "stt", model="whisper-1")
+    with pytest.raises(ConfigurationError, match=r'"audio": "data:audio/wav;base64'):
+        await llm.chat_oai("transcribe this please", model="stt")
+    assert stub.request_count == 0
+
+
+async def test_tts_returns_the_audio_bytes_as_base64(start_worker, llm, stub):
+    await deploy_guide(start_worker, stub, "openai_tts", "saas.api_key=x saas.model=tts-1")
+    request = {"input": "hello, open_tts", "voice": "alloy", "response_format": "mp3"}
+    [response] = await llm.chat_oai(
+        [{"role": "user", "content": json.dumps(request)}], model="openai_tts"
+    )
+    assert base64.b64decode(response.output) == b"mp3|alloy|hello, open_tts"
+    assert stub.last_request == {**request, "model": "tts-1"}
+
+
+async def test_tts_of_plain_text_uses_the_default_voice(start_worker, llm, stub):
+    await deploy(start_worker, stub, "tts", model="tts-1")
+    [response] = await llm.chat_oai("just say this", model="tts")
+    assert base64.b64decode(response.output) == b"mp3|alloy|just say this"
+
+
+async def test_dalle_returns_the_image_as_base64(start_worker, llm, stub):
+    await deploy_guide(start_worker, stub, "openai_image_gen", "saas.api_key=x saas.model=dall-e-3")
+    request = {"input": "a white siamese cat", "size": "1024x1024", "quality": "standard"}
+    [response] = await llm.chat_oai(
+        [{"role": "user", "content": json.dumps(request, ensure_ascii=False)}],
+        model="openai_image_gen",
+    )
+    assert base64.b64decode(response.output) == b"1024x1024|standard|a white siamese cat"
+    assert stub.last_request is not None
+    assert stub.last_request["response_format"] == "b64_json"
+    assert stub.last_request["model"] == "dall-e-3"
+
+
+async def test_dalle_content_filter_keeps_the_vendor_message(start_worker, llm, stub):
+    await deploy(start_worker, stub, "img", model="dall-e-3")
+    with pytest.raises(BackendError, match="safety system.*content_policy_violation") as caught:
+        await llm.chat_oai(json.dumps({"input": "nsfw thing"}), model="img")
+    assert not caught.value.retryable
+
+
+async def test_original_image_json_content_becomes_openai_parts(start_worker, llm, stub):
+    await deploy(start_worker, stub)
+    image = "data:image/png;base64,iVBORw0KGgo="
+    content = json.dumps([{"image": image, "text": "what is in this picture?", "detail": "high"}])
+    [response] = await llm.chat_oai([{"role": "user", "content": content}], model="gpt")
+    assert response.output == "what is in this picture?"
+    assert stub.last_request is not None
+    assert stub.last_request["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": image, "detail": "high"}},
+        {"type": "text", "text": "what is in this picture?"},
+    ]
+
+
+async def test_image_tags_in_text_become_openai_parts(start_worker, llm, stub):
+    await deploy(start_worker, stub)
+    content = "<_image_>AAAA</_image_>what is here?"
+    [response] = await llm.chat_oai(content, model="gpt")
+    assert response.output == "what is here?"
+    assert stub.last_request is not None
+    assert stub.last_request["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
+        {"type": "text", "text": "what is here?"},
+    ]
+
+
+async def test_chat_model_given_json_with_input_still_chats(start_worker, llm, stub):
+    await deploy(start_worker, stub)
+    text = json.dumps({"input": "not an image request"})
+    [response] = await llm.chat_oai(text, model="gpt")
+    assert response.output == text

@@ -2,7 +2,10 @@
 
 OpenAI, DeepSeek, Moonshot, vLLM, Ollama and most gateways accept the same
 ``/chat/completions`` and ``/embeddings`` requests, so one backend built on
-the official SDK serves them all; ``saas.base_url`` picks the vendor.
+the official SDK serves them all; ``saas.base_url`` picks the vendor. The
+model name picks the job: whisper, tts and dall-e models answer ``chat``
+through :mod:`.openai_media`, and the original byzerllm's image conventions
+become OpenAI content parts (:mod:`.content`).
 
 The SDK already retries 429s, 5xx and dropped connections with backoff
 (``saas.max_retries``); what still fails reaches the client as a
@@ -26,6 +29,12 @@ from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Backend, BackendOptions, Chunk
+from byzerllm.workers.backends.saas import openai_media
+from byzerllm.workers.backends.saas.content import openai_messages
+from byzerllm.workers.backends.saas.params import first as _first
+from byzerllm.workers.backends.saas.params import number as _number
+from byzerllm.workers.backends.saas.params import stop_list as _stop_list
+from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -77,7 +86,12 @@ class OpenAIBackend(Backend):
     def parse_options(cls, spec: DeploySpec) -> OpenAIOptions:
         """Fail at deploy time, with the fix spelled out, rather than on the first request."""
         options: OpenAIOptions = super().parse_options(spec)
-        where = f"{spec.pretrained_model_type} ({spec.alias})"
+        cls.check_options(options, f"{spec.pretrained_model_type} ({spec.alias})")
+        return options
+
+    @classmethod
+    def check_options(cls, options: Any, where: str) -> None:
+        """What the vendor needs that pydantic cannot tell; subclasses check their own keys."""
         if not options.model.strip():
             raise ConfigurationError(
                 f"{where} needs saas.model, the vendor's model name, "
@@ -93,21 +107,28 @@ class OpenAIBackend(Backend):
                 f"{where} needs saas.api_key for {options.base_url}, "
                 "e.g. --infer_params saas.api_key=sk-..."
             )
-        return options
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         sdk = _import_sdk()
-        opts = self.options
         self._sdk = sdk
-        self._client = sdk.AsyncOpenAI(
+        self._client = self._make_client(sdk)
+
+    def _make_client(self, sdk: ModuleType) -> AsyncOpenAI:
+        opts = self.options
+        client: AsyncOpenAI = sdk.AsyncOpenAI(
             api_key=_key(opts) or NO_KEY,
             base_url=opts.base_url,
             timeout=opts.timeout,
             max_retries=opts.max_retries,
             http_client=_http_client(sdk, self.spec.worker_concurrency),
         )
+        return client
+
+    def _where(self) -> str:
+        """The vendor URL for error messages, without credentials."""
+        return mask_url(self.options.base_url)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -129,6 +150,11 @@ class OpenAIBackend(Backend):
     # apart again; that halves the SDK's CPU time and its first-chunk latency.
 
     async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
+        content = request.conversations[-1].get("content") if request.conversations else ""
+        media = openai_media.media_kind(self.options.model, content)
+        if media is not None:  # whisper, tts, dall-e: one whole answer, streamed or not
+            yield await self._media(*media)
+            return
         if not request.stream:  # one JSON answer parses far cheaper than an SSE stream
             yield await self._chat_whole(request)
             return
@@ -162,6 +188,17 @@ class OpenAIBackend(Backend):
         piece.finish_reason = final.finish_reason
         return piece
 
+    async def _media(self, kind: openai_media.MediaKind, media: dict[str, Any]) -> Chunk:
+        run = {
+            "transcribe": openai_media.transcribe,
+            "speech": openai_media.speak,
+            "image": openai_media.draw,
+        }[kind]
+        try:
+            return await run(self._ready(), self.options.model, media)
+        except Exception as exc:
+            self._reraise(exc)
+
     async def _post(self, request: ChatPayload, stream: bool = False) -> Any:
         client = self._ready()
         params = self._chat_params(request)
@@ -181,7 +218,7 @@ class OpenAIBackend(Backend):
         opts, config = self.options, request.llm_config
         params: dict[str, Any] = {
             "model": opts.model,
-            "messages": request.conversations,
+            "messages": openai_messages(request.conversations),
             "stream": request.stream,
         }
         if opts.include_usage and request.stream:
@@ -231,44 +268,17 @@ class OpenAIBackend(Backend):
 
     def _translate(self, exc: Exception) -> Exception:
         """The vendor's words, our exception type, and a hint about what to try."""
-        sdk = self._sdk
-        if isinstance(exc, BackendError) or sdk is None:
+        if self._sdk is None:
             return exc
-        where = mask_url(self.options.base_url)
-        if isinstance(exc, sdk.APIStatusError):
-            return self._status_error(exc, where)
-        if isinstance(exc, sdk.APITimeoutError) or _is_transport_timeout(exc):
-            return self._error(
-                f"cannot reach {where}: no answer within {self.options.timeout:g}s (saas.timeout)",
-                retryable=True,
-            )
-        if isinstance(exc, sdk.APIConnectionError) or _is_transport_error(exc):
-            reason = _cause_text(exc)
-            return self._error(f"cannot reach {where}: {reason}", retryable=True)
-        if isinstance(exc, sdk.OpenAIError):
-            return self._error(f"{where}: {type(exc).__name__}: {exc}")
-        return exc
-
-    def _status_error(self, exc: Any, where: str) -> BackendError:
-        sdk, status = self._sdk, exc.status_code
-        assert sdk is not None
-        detail = f"{_vendor_message(exc)} (HTTP {status} from {where}"
-        detail += f", code {exc.code})" if exc.code else ")"
-        if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError):
-            hint = "" if _key(self.options) else "; saas.api_key is not set"
-            return self._error(f"authentication failed: {detail}{hint}")
-        retryable = status == 429 or status >= 500
-        if retryable:
-            detail += f"; retried up to {self.options.max_retries} times (saas.max_retries)"
-        return self._error(detail, retryable=retryable)
-
-    def _error(self, message: str, retryable: bool = False) -> BackendError:
-        key = _key(self.options)
-        if key:
-            message = message.replace(key, "***")
-        err = BackendError(message)
-        err.retryable = retryable
-        return err
+        opts = self.options
+        return SdkErrors(
+            self._sdk,
+            self._sdk.OpenAIError,
+            self._where(),
+            _key(opts),
+            opts.timeout,
+            opts.max_retries,
+        ).translate(exc)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -298,39 +308,6 @@ def _key(options: OpenAIOptions) -> str:
     return options.api_key.get_secret_value().strip() if options.api_key else ""
 
 
-def _first(config: dict[str, Any], *names: str, default: Any = None) -> Any:
-    for name in names:
-        if config.get(name) is not None:
-            return config[name]
-    return default
-
-
-def _number(name: str, value: Any, kind: type[int] | type[float]) -> Any:
-    """A bad llm_config value is the caller's mistake, not a backend failure."""
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"llm_config {name}={value!r} is not a number; e.g. {name}={kind(1)}"
-        ) from None
-
-
-def _stop_list(value: Any) -> list[str]:
-    """``gen.stop`` arrives as a list, or as the JSON text of one from the CLI."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return [value]
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value if v != ""]
-    raise ConfigurationError(f"gen.stop must be a list of strings, not {type(value).__name__}")
-
-
 def _delta_chunk(delta: dict[str, Any] | None) -> Chunk | None:
     """DeepSeek-style servers send the model's thinking as ``reasoning_content``."""
     if not delta:
@@ -351,31 +328,3 @@ def _final_chunk(usage: dict[str, Any] | None, finish_reason: str | None, deltas
         output_tokens=usage.get("completion_tokens"),
         finish_reason=finish_reason or "stop",
     )
-
-
-def _vendor_message(exc: Any) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-        return str(body["message"])
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return str(exc.message)
-
-
-def _class_names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("httpx")}
-
-
-def _is_transport_timeout(exc: BaseException) -> bool:
-    """httpx errors raised while reading a stream are not wrapped by the SDK."""
-    return "TimeoutException" in _class_names(exc)
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    return "TransportError" in _class_names(exc)
-
-
-def _cause_text(exc: BaseException) -> str:
-    """The SDK's own text is a bare "Connection error."; the cause says which."""
-    cause = exc.__cause__ or exc
-    return f"{cause} ({type(cause).__name__})" if str(cause) else type(cause).__name__

@@ -1,0 +1,178 @@
+"""The Anthropic Messages format, shared by ``saas/claude`` and ``saas/aws_bedrock``.
+
+Bedrock's Claude models take the very body of Anthropic's ``/v1/messages``
+(minus ``model``, plus ``anthropic_version``) and stream the very same
+events, so the request building and the event reading live here once.
+
+What differs from OpenAI's format: system messages go in a top-level
+``system``, ``max_tokens`` is required, images are ``{"type": "image",
+"source": ...}`` blocks, and the stream reports input tokens in
+``message_start`` and output tokens in ``message_delta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from byzerllm.broker.errors import ConfigurationError
+from byzerllm.workers.backend import Chunk
+from byzerllm.workers.backends.saas.content import split_data_url, to_parts
+from byzerllm.workers.backends.saas.params import first, number, stop_list
+
+DEFAULT_MAX_TOKENS = 4096
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _block(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if kind == "image_url":
+        spec = part.get("image_url")
+        url = spec.get("url", "") if isinstance(spec, dict) else str(spec or "")
+        inline = split_data_url(url)
+        if inline is not None:
+            media_type, data = inline
+            return {
+                "type": "image",
+                "source": {"type": "base64", "media_type": media_type, "data": data},
+            }
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if kind in ("image", "document", "tool_use", "tool_result", "thinking"):
+        return part  # already Anthropic's own block
+    return None
+
+
+def _blocks(content: Any) -> str | list[dict[str, Any]]:
+    parts = to_parts(content)
+    if isinstance(parts, str):
+        return parts
+    if not isinstance(parts, list):
+        return text_of(parts)
+    return [b for b in (_block(p) for p in parts if isinstance(p, dict)) if b is not None]
+
+
+def _as_list(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def convert_messages(
+    conversations: list[dict[str, Any]],
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(system, messages)``: system turns lifted out, same-role neighbours merged.
+
+    Anthropic rejects a conversation that does not start with a user turn
+    or that holds two turns of one role in a row, where OpenAI-style
+    callers send both freely.
+    """
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for message in conversations:
+        role = message.get("role", "user")
+        content = message.get("content")
+        if role == "system":
+            system.append(text_of(content))
+            continue
+        role = "assistant" if role == "assistant" else "user"
+        blocks = _blocks(content)
+        if messages and messages[-1]["role"] == role:
+            previous = messages[-1]
+            previous["content"] = _as_list(previous["content"]) + _as_list(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    if not messages:
+        raise ConfigurationError("a chat request needs at least one user message")
+    if messages[0]["role"] != "user":
+        messages.insert(0, {"role": "user", "content": "(continue)"})
+    return ("\n\n".join(s for s in system if s) or None), messages
+
+
+def build_body(
+    conversations: list[dict[str, Any]],
+    llm_config: dict[str, Any],
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The request body without ``model`` and ``stream``, which the transports add."""
+    system, messages = convert_messages(conversations)
+    limit = first(config := llm_config, "max_length", "max_tokens", default=max_tokens)
+    limit = number("max_length", limit, int) if limit is not None else None
+    body: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": limit if limit and limit > 0 else DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        body["system"] = system
+    for name, default in (("temperature", temperature), ("top_p", top_p)):
+        value = first(config, name, default=default)
+        if value is not None:
+            body[name] = number(name, value, float)
+    stop = stop_list(config.get("gen.stop"))
+    if stop:
+        body["stop_sequences"] = stop
+    body.update(extra or {})
+    return body
+
+
+def whole_chunk(message: dict[str, Any]) -> Chunk:
+    """A non-streamed answer: text blocks are the answer, thinking blocks the reasoning."""
+    text, reasoning = [], []
+    for block in message.get("content") or ():
+        if block.get("type") == "text":
+            text.append(block.get("text", ""))
+        elif block.get("type") == "thinking":
+            reasoning.append(block.get("thinking", ""))
+    usage = message.get("usage") or {}
+    return Chunk(
+        text="".join(text),
+        reasoning="".join(reasoning),
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        finish_reason=_FINISH.get(message.get("stop_reason") or "", "stop"),
+    )
+
+
+@dataclass(slots=True)
+class StreamReader:
+    """Turns stream events into chunks; :meth:`final` carries usage and the stop reason."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    stop_reason: str | None = None
+
+    def feed(self, event: dict[str, Any]) -> Chunk | None:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return Chunk(text=delta["text"])
+            if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                return Chunk(reasoning=delta["thinking"])
+        elif kind == "message_start":
+            usage = (event.get("message") or {}).get("usage") or {}
+            self.input_tokens = usage.get("input_tokens", self.input_tokens)
+            self.output_tokens = usage.get("output_tokens", self.output_tokens)
+        elif kind == "message_delta":
+            self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
+            usage = event.get("usage") or {}
+            self.output_tokens = usage.get("output_tokens", self.output_tokens)
+        return None
+
+    def final(self) -> Chunk:
+        return Chunk(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            finish_reason=_FINISH.get(self.stop_reason or "", "stop"),
+        )
