@@ -17,24 +17,14 @@ from byzerllm import (
 )
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.llm import AsyncByzerLLM
-
-META_KEYS = {
-    "request_id",
-    "input_tokens_count",
-    "generated_tokens_count",
-    "time_cost",
-    "first_token_time",
-    "speed",
-    "finish_reason",
-    "reasoning_content",
-}
+from byzerllm.client.types import META_KEYS
 
 
 async def test_chat_round_trip_returns_answer_and_metadata(start_worker, llm):
     await start_worker("echo", prefix="echo: ")
     [response] = await llm.chat_oai([{"role": "user", "content": "hello world"}])
     assert response.output == "echo: hello world"
-    assert META_KEYS <= set(response.metadata)
+    assert set(META_KEYS) <= set(response.metadata)
     assert response.metadata["finish_reason"] == "stop"
     assert response.metadata["generated_tokens_count"] == 3
     assert response.input["instruction"] == "hello world"

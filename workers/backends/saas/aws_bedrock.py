@@ -21,15 +21,16 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Generator
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, SecretStr
 
-from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
+from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk
+from byzerllm.workers.backend import BackendOptions, Chunk
 from byzerllm.workers.backends.saas import anthropic_messages as fmt
+from byzerllm.workers.backends.saas.base import SaasBackend
 from byzerllm.workers.backends.saas.vendor_errors import backend_error, status_error
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -55,7 +56,7 @@ class BedrockOptions(BackendOptions):
         return self.aws_secret_key.get_secret_value().strip() if self.aws_secret_key else ""
 
 
-class BedrockBackend(Backend):
+class BedrockBackend(SaasBackend):
     Options = BedrockOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
     options: BedrockOptions
@@ -165,17 +166,6 @@ class BedrockBackend(Backend):
                 with contextlib.suppress(ValueError):
                     events.close()
         yield reader.final()
-
-    def _ready(self) -> Any:
-        if self._client is None:
-            raise BackendError(f"{self.name} ({self.spec.alias}) is not started")
-        return self._client
-
-    def _reraise(self, exc: Exception) -> NoReturn:
-        err = self._translate(exc)
-        if err is exc:
-            raise exc
-        raise err from exc
 
     def _translate(self, exc: Exception) -> Exception:
         errors, opts = self._botocore.exceptions, self.options

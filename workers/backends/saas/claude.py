@@ -20,12 +20,13 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
+from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk
+from byzerllm.workers.backend import BackendOptions, Chunk
 from byzerllm.workers.backends.saas import anthropic_messages as fmt
+from byzerllm.workers.backends.saas.base import SaasBackend
 from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -54,7 +55,7 @@ class ClaudeOptions(BackendOptions):
         return self.api_key.get_secret_value().strip() if self.api_key else ""
 
 
-class ClaudeBackend(Backend):
+class ClaudeBackend(SaasBackend):
     Options = ClaudeOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
     options: ClaudeOptions
@@ -147,11 +148,6 @@ class ClaudeBackend(Backend):
             extra=request.extra_request_params,
         )
         return {"model": opts.model, **body}
-
-    def _ready(self) -> Any:
-        if self._client is None:
-            raise BackendError(f"{self.name} ({self.spec.alias}) is not started")
-        return self._client
 
     def _reraise(self, exc: Exception) -> NoReturn:
         err = exc

@@ -19,17 +19,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
+from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk
+from byzerllm.workers.backend import BackendOptions, Chunk
 from byzerllm.workers.backends.saas import openai_media
+from byzerllm.workers.backends.saas.base import SaasBackend
 from byzerllm.workers.backends.saas.content import openai_messages
 from byzerllm.workers.backends.saas.params import first as _first
 from byzerllm.workers.backends.saas.params import number as _number
@@ -72,7 +73,7 @@ class OpenAIOptions(BackendOptions):
         return value
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(SaasBackend):
     Options = OpenAIOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
     options: OpenAIOptions
@@ -256,15 +257,8 @@ class OpenAIBackend(Backend):
     # -- errors --------------------------------------------------------------------------
 
     def _ready(self) -> AsyncOpenAI:
-        if self._client is None:
-            raise BackendError(f"{self.name} ({self.spec.alias}) is not started")
-        return self._client
-
-    def _reraise(self, exc: Exception) -> NoReturn:
-        err = self._translate(exc)
-        if err is exc:
-            raise exc
-        raise err from exc
+        client: AsyncOpenAI = super()._ready()
+        return client
 
     def _translate(self, exc: Exception) -> Exception:
         """The vendor's words, our exception type, and a hint about what to try."""
