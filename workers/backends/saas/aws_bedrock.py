@@ -23,34 +23,26 @@ import json
 from collections.abc import AsyncIterator, Generator
 from typing import Any, ClassVar
 
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import BackendOptions, Chunk
+from byzerllm.workers.backend import Chunk
 from byzerllm.workers.backends.saas import anthropic_messages as fmt
-from byzerllm.workers.backends.saas.base import SaasBackend
+from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
 from byzerllm.workers.backends.saas.vendor_errors import backend_error, status_error
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 _END = object()
 
 
-class BedrockOptions(BackendOptions):
-    model_config = ConfigDict(populate_by_name=True)
-
+class BedrockOptions(SaasOptions):
     aws_access_key: str = Field(default="", alias="saas.aws_access_key")
     aws_secret_key: SecretStr | None = Field(default=None, alias="saas.aws_secret_key")
     region_name: str = Field(default="", alias="saas.region_name")
-    model: str = Field(default="", alias="saas.model")
     model_api_version: str = Field(default="", alias="saas.model_api_version")
     endpoint_url: str | None = Field(default=None, alias="saas.endpoint_url")
-    timeout: float = Field(default=600.0, gt=0, alias="saas.timeout")
-    max_retries: int = Field(default=3, ge=0, alias="saas.max_retries")
-    max_output_tokens: int | None = Field(default=None, gt=0, alias="saas.max_output_tokens")
-    temperature: float | None = Field(default=None, alias="saas.temperature")
-    top_p: float | None = Field(default=None, alias="saas.top_p")
 
     def secret(self) -> str:
         return self.aws_secret_key.get_secret_value().strip() if self.aws_secret_key else ""
@@ -63,7 +55,6 @@ class BedrockBackend(SaasBackend):
 
     def __init__(self, spec: DeploySpec) -> None:
         super().__init__(spec)
-        self._client: Any = None
         self._botocore: Any = None
 
     @classmethod

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from pydantic import ConfigDict, Field
+
 from byzerllm.broker.errors import BackendError
-from byzerllm.workers.backend import Backend
+from byzerllm.workers.backend import Backend, BackendOptions
+
+
+class SaasOptions(BackendOptions):
+    """The ``saas.*`` params every vendor reads; ``--infer_params`` keys keep
+    their dots, hence the aliases."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str = Field(default="", alias="saas.model")
+    timeout: float = Field(default=600.0, gt=0, alias="saas.timeout")
+    max_retries: int = Field(default=3, ge=0, alias="saas.max_retries")
+    max_output_tokens: int | None = Field(default=None, gt=0, alias="saas.max_output_tokens")
+    temperature: float | None = Field(default=None, alias="saas.temperature")
+    top_p: float | None = Field(default=None, alias="saas.top_p")
 
 
 class SaasBackend(Backend):

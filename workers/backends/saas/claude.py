@@ -18,31 +18,23 @@ from types import ModuleType
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import BackendOptions, Chunk
+from byzerllm.workers.backend import Chunk
 from byzerllm.workers.backends.saas import anthropic_messages as fmt
-from byzerllm.workers.backends.saas.base import SaasBackend
+from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
 from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-class ClaudeOptions(BackendOptions):
-    model_config = ConfigDict(populate_by_name=True)
-
+class ClaudeOptions(SaasOptions):
     api_key: SecretStr | None = Field(default=None, alias="saas.api_key")
     base_url: str = Field(default=DEFAULT_BASE_URL, alias="saas.base_url")
-    model: str = Field(default="", alias="saas.model")
-    timeout: float = Field(default=600.0, gt=0, alias="saas.timeout")
-    max_retries: int = Field(default=3, ge=0, alias="saas.max_retries")
-    max_output_tokens: int | None = Field(default=None, gt=0, alias="saas.max_output_tokens")
-    temperature: float | None = Field(default=None, alias="saas.temperature")
-    top_p: float | None = Field(default=None, alias="saas.top_p")
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -63,7 +55,7 @@ class ClaudeBackend(SaasBackend):
     def __init__(self, spec: DeploySpec) -> None:
         super().__init__(spec)
         self._sdk: ModuleType | None = None
-        self._client: Any = None
+        self._client: Any = None  # anthropic.AsyncAnthropic once started
 
     @classmethod
     def parse_options(cls, spec: DeploySpec) -> ClaudeOptions:

@@ -22,15 +22,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import BackendOptions, Chunk
+from byzerllm.workers.backend import Chunk
 from byzerllm.workers.backends.saas import openai_media
-from byzerllm.workers.backends.saas.base import SaasBackend
+from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
 from byzerllm.workers.backends.saas.content import openai_messages
 from byzerllm.workers.backends.saas.params import first as _first
 from byzerllm.workers.backends.saas.params import number as _number
@@ -47,19 +47,9 @@ NO_KEY = "EMPTY"
 _OFFICIAL_HOSTS = frozenset({"api.openai.com"})
 
 
-class OpenAIOptions(BackendOptions):
-    """``--infer_params`` keys keep their dots, hence the aliases."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
+class OpenAIOptions(SaasOptions):
     api_key: SecretStr | None = Field(default=None, alias="saas.api_key")
     base_url: str = Field(default=DEFAULT_BASE_URL, alias="saas.base_url")
-    model: str = Field(default="", alias="saas.model")
-    timeout: float = Field(default=600.0, gt=0, alias="saas.timeout")
-    max_retries: int = Field(default=3, ge=0, alias="saas.max_retries")
-    max_output_tokens: int | None = Field(default=None, gt=0, alias="saas.max_output_tokens")
-    temperature: float | None = Field(default=None, alias="saas.temperature")
-    top_p: float | None = Field(default=None, alias="saas.top_p")
     # Some older compatible servers reject ``stream_options``; they can turn it off.
     include_usage: bool = Field(default=True, alias="saas.include_usage")
 
