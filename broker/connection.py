@@ -7,14 +7,24 @@ wrap Redis work in :func:`redis_errors` and see only byzerllm errors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.settings import BrokerSettings
+
+
+def reply_of(command: Any) -> Awaitable[Any]:
+    """A command of our asyncio client, typed as what it is.
+
+    redis-py types each command as "awaitable or not" because one signature
+    serves both its clients; ours is always the asyncio one.
+    """
+    return cast(Awaitable[Any], command)
 
 
 def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from byzerllm.broker.connection import reply_of
 from byzerllm.broker.keys import Keys, text
 from byzerllm.broker.secrets import seal, unseal
 from byzerllm.broker.spec import DeploySpec, spec_from_hash
@@ -50,13 +51,13 @@ async def save(
 
 
 async def info(redis: aioredis.Redis, keys: Keys, alias: str) -> dict[str, str] | None:
-    raw = await redis.hgetall(keys.alias(alias).spec)
+    raw = await reply_of(redis.hgetall(keys.alias(alias).spec))
     return {text(k): text(v) for k, v in raw.items()} if raw else None
 
 
 async def load(redis: aioredis.Redis, keys: Keys, alias: str) -> DeploySpec | None:
     """The spec with its secrets unsealed (needs the cluster key)."""
-    raw: dict[bytes, bytes] = await redis.hgetall(keys.alias(alias).spec)  # type: ignore[assignment]
+    raw: dict[bytes, bytes] = await reply_of(redis.hgetall(keys.alias(alias).spec))
     if not raw:
         return None
     return spec_from_hash(raw, unseal(text(raw.get(b"sealed", b""))))
@@ -72,7 +73,7 @@ async def set_state(
     if last_error is not None:
         fields["last_error"] = last_error[-4000:]
     if fields:
-        await redis.hset(keys.alias(alias).spec, mapping=fields)
+        await reply_of(redis.hset(keys.alias(alias).spec, mapping=fields))
 
 
 async def publish_control(

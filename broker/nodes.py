@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from pydantic import BaseModel
 
+from byzerllm.broker.connection import reply_of
 from byzerllm.broker.keys import Keys, text
 from byzerllm.broker.settings import BrokerSettings
 
@@ -40,7 +41,7 @@ class NodeState(BaseModel):
 
 
 async def list_nodes(redis: aioredis.Redis, keys: Keys, alive_only: bool = True) -> list[NodeState]:
-    ids = sorted(text(n) for n in await redis.smembers(keys.nodes))
+    ids = sorted(text(n) for n in await reply_of(redis.smembers(keys.nodes)))
     if not ids:
         return []
     pipe = redis.pipeline(transaction=False)

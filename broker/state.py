@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from byzerllm.broker.connection import reply_of
 from byzerllm.broker.keys import Keys, text
 
 WORKER_FIELDS = (
@@ -125,4 +126,4 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
 
 
 async def list_aliases(redis: aioredis.Redis, keys: Keys) -> list[str]:
-    return sorted(text(m) for m in await redis.smembers(keys.models))
+    return sorted(text(m) for m in await reply_of(redis.smembers(keys.models)))

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from arq import create_pool
 
 from byzerllm.broker import deployments
-from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.connection import connect, redis_errors, reply_of
 from byzerllm.broker.errors import ByzerLLMError, ConfigurationError, ModelNotFoundError
 from byzerllm.broker.keys import GROUP, Keys, text
 from byzerllm.broker.messages import FIELD, ReplyType, decode_request, encode_replies, reply
@@ -140,7 +140,7 @@ async def ready_workers(
     alive = {text(w) for w in await redis.zrangebyscore(ak.alive, time.time(), "+inf")}
     count = 0
     for wid in alive:
-        info = await redis.hgetall(ak.worker(wid))
+        info = await reply_of(redis.hgetall(ak.worker(wid)))
         if info.get(b"ready") != b"1":
             continue
         if generation is None or info.get(b"generation") == str(generation).encode():
@@ -201,11 +201,11 @@ async def _undeploy(redis: aioredis.Redis, keys: Keys, alias: str, timeout: floa
         await asyncio.sleep(0.1)
         await deployments.publish_control(redis, keys, alias, {"op": "drain"})
     await _answer_queued(redis, keys, alias)
-    worker_ids = [text(w) for w in await redis.smembers(ak.workers)]
+    worker_ids = [text(w) for w in await reply_of(redis.smembers(ak.workers))]
     await redis.delete(
         ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
     )
-    await redis.srem(keys.models, alias)
+    await reply_of(redis.srem(keys.models, alias))
     return True
 
 
