@@ -137,6 +137,25 @@ class ChatPayload(BaseModel):
     llm_config: dict[str, Any] = {}
     stream: bool = False
     extra_request_params: dict[str, Any] = {}
+    # Function calling: JSON descriptions ({name, description, parameters}) for
+    # backends that call tools natively, and the same tools described in the
+    # text of the last message for those that do not; the worker picks one, so
+    # the client needs no round trip to learn what the alias can do.
+    tools: list[dict[str, Any]] = []
+    tool_choice: str | None = None
+    tools_prompt: str | None = None
+
+    def with_tools_in_prompt(self) -> ChatPayload:
+        """The request for a backend without native tools: the last message
+        becomes the prompt that describes them."""
+        if not self.tools:
+            return self
+        conversations = list(self.conversations)
+        if self.tools_prompt is not None and conversations:
+            conversations[-1] = {**conversations[-1], "content": self.tools_prompt}
+        return self.model_copy(
+            update={"conversations": conversations, "tools": [], "tool_choice": None}
+        )
 
 
 class EmbedPayload(BaseModel):

@@ -80,7 +80,7 @@ class _InProcessChannel:
     async def _chat(self, call: _LocalCall, backend: Backend) -> AsyncIterator[Reply]:
         payload = ChatPayload.model_validate(call.payload)
         tally = ChatTally()
-        async for chunk in backend.chat(payload):
+        async for chunk in backend.run_chat(payload):
             if tally.add(chunk) and payload.stream:
                 delta = {"text": chunk.text, "reasoning": chunk.reasoning}
                 yield self._reply(call, ReplyType.DELTA, delta)

@@ -17,7 +17,7 @@ from byzerllm.broker.spec import check_alias
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.channel import RequestChannel, channel_for
 from byzerllm.client.multimodal import prepare_messages
-from byzerllm.client.tools import chat_with_tools
+from byzerllm.client.tools import chat_as_class, chat_with_tools
 from byzerllm.client.types import LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
@@ -116,23 +116,42 @@ class AsyncByzerLLM:
         tool_choice: Any = None,
         execute_tool: bool = False,
         func_params: dict[str, Any] | None = None,
+        response_class: Any = None,
+        response_after_chat: bool = False,
     ) -> list[Any]:
         """One complete answer, as a one-element list (the original's shape).
 
-        With ``tools``, the model picks a tool in JSON (see client/tools.py);
+        With ``tools``, the model picks a tool (natively where the alias's
+        backend can, else described in the prompt; see client/tools.py);
         ``execute_tool=True`` runs it and returns LLMFunctionCallResponse items.
+        With ``response_class`` (a pydantic class) the answer is read as that
+        class into LLMClassResponse items; ``response_after_chat=True`` lets
+        the model answer freely first and converts that answer afterwards.
         """
+        messages = _as_messages(conversations)
+
+        async def send(
+            messages: list[dict[str, Any]], payload: dict[str, Any] | None = None
+        ) -> list[Any]:
+            return await self._chat(messages, model, llm_config, extra_request_params, payload)
+
         if tools:
-
-            async def plain(messages: list[dict[str, Any]]) -> list[Any]:
-                return await self.chat_oai(
-                    messages, model, role_mapping, llm_config, extra_request_params
-                )
-
             return await chat_with_tools(
-                plain, _as_messages(conversations), tools, tool_choice, execute_tool, func_params
+                send, messages, tools, tool_choice, execute_tool, func_params
             )
-        messages = prepare_messages(_as_messages(conversations))
+        if response_class is not None:
+            return await chat_as_class(send, messages, response_class, response_after_chat)
+        return await send(messages)
+
+    async def _chat(
+        self,
+        conversations: list[dict[str, Any]],
+        model: str | None,
+        llm_config: dict[str, Any] | None,
+        extra_request_params: dict[str, Any] | None,
+        payload: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
+        messages = prepare_messages(conversations)
         llm_config = dict(llm_config or {})
         alias = self._model(model)
         call = await self.channel.submit(
@@ -143,6 +162,7 @@ class AsyncByzerLLM:
                 "llm_config": llm_config,
                 "stream": False,
                 "extra_request_params": extra_request_params or {},
+                **(payload or {}),
             },
             self._timeout(llm_config),
         )

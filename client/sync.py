@@ -75,6 +75,8 @@ class ByzerLLM:
         tool_choice: Any = None,
         execute_tool: bool = False,
         func_params: dict[str, Any] | None = None,
+        response_class: Any = None,
+        response_after_chat: bool = False,
     ) -> list[Any]:
         return run_sync(
             self.achat_oai(
@@ -87,6 +89,8 @@ class ByzerLLM:
                 tool_choice=tool_choice,
                 execute_tool=execute_tool,
                 func_params=func_params,
+                response_class=response_class,
+                response_after_chat=response_after_chat,
             )
         )
 

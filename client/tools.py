@@ -14,14 +14,20 @@ from __future__ import annotations
 import inspect
 import json
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
 from byzerllm.broker.errors import ConfigurationError
-from byzerllm.client.structured import StructuredOutputError, load_json
-from byzerllm.client.types import LLMFunctionCallResponse, LLMResponse
+from byzerllm.client.structured import (
+    StructuredOutputError,
+    is_model_type,
+    load_json,
+    parse_as,
+    schema_instruction,
+)
+from byzerllm.client.types import LLMClassResponse, LLMFunctionCallResponse, LLMResponse
 
 Tool = Callable[..., Any] | str | dict[str, Any]
 
@@ -50,10 +56,10 @@ def _param_schema(annotation: Any) -> dict[str, Any]:
 
 def tool_spec(tool: Tool) -> dict[str, Any]:
     """The JSON description of a tool the model reads."""
-    if isinstance(tool, dict):
-        return tool
     if isinstance(tool, str):
-        return dict(json.loads(tool))
+        tool = dict(json.loads(tool))
+    if isinstance(tool, dict):  # OpenAI's {"type": "function", "function": {...}} too
+        return dict(tool["function"]) if isinstance(tool.get("function"), dict) else tool
     try:
         hints = get_type_hints(tool, include_extras=True)
     except Exception:
@@ -149,19 +155,41 @@ def check_tools(tools: list[Tool]) -> list[Tool]:
     return list(tools)
 
 
+Send = Callable[..., Awaitable[list[LLMResponse]]]
+"""``send(messages, payload_fields=None)``: one chat request, its answers."""
+
+
+def _tool_name(tool_choice: Any) -> str | None:
+    if not tool_choice:
+        return None
+    if isinstance(tool_choice, str):
+        return tool_choice
+    return str(tool_spec(tool_choice)["name"])
+
+
 async def chat_with_tools(
-    chat: Callable[[list[dict[str, Any]]], Any],
+    send: Send,
     messages: list[dict[str, Any]],
     tools: list[Tool],
     tool_choice: Any,
     execute_tool: bool,
     func_params: dict[str, Any] | None,
 ) -> list[Any]:
-    """``chat`` is a coroutine function sending messages and returning list[LLMResponse]."""
+    """Ask for a tool choice, and with ``execute_tool`` run it.
+
+    The request carries the tools twice: as JSON descriptions for a backend
+    that calls tools natively, and as the rewritten last message for one that
+    does not. The worker uses one of them; both answer in the same JSON shape.
+    """
     specs = [tool_spec(t) for t in check_tools(tools)]
     last = messages[-1] if messages else {"role": "user", "content": ""}
-    rewritten = {**last, "content": tools_prompt(str(last.get("content", "")), specs, tool_choice)}
-    responses: list[LLMResponse] = await chat([*messages[:-1], rewritten])
+    name = _tool_name(tool_choice)
+    payload = {
+        "tools": specs,
+        "tool_choice": name,
+        "tools_prompt": tools_prompt(str(last.get("content", "")), specs, name),
+    }
+    responses = await send(messages or [last], payload)
     if not execute_tool:
         return responses
     results = []
@@ -180,4 +208,49 @@ async def chat_with_tools(
         except Exception as exc:
             metadata["reason"] = f"{exc}\n{traceback.format_exc()}"
         results.append(LLMFunctionCallResponse(response=response, values=values, metadata=metadata))
+    return results
+
+
+_CONVERT = "Write your answer above as JSON."
+
+
+async def chat_as_class(
+    send: Send, messages: list[dict[str, Any]], response_class: Any, after_chat: bool
+) -> list[LLMClassResponse]:
+    """The answer read as ``response_class``; ``value`` is None (with the reason
+    in metadata) when it does not parse, as in the original.
+
+    ``after_chat``: the model answers the question as it likes first, and a
+    second request turns that answer into JSON; for models whose answers
+    suffer when asked for JSON straight away.
+    """
+    if not is_model_type(response_class):
+        raise ConfigurationError(
+            f"response_class={response_class!r} is not a pydantic model class "
+            "(or list[Model]); define one with pydantic.BaseModel"
+        )
+    last = messages[-1] if messages else {"role": "user", "content": ""}
+    instruction = schema_instruction(response_class)
+    if after_chat:
+        [free] = await send(messages)
+        followup = [
+            *messages,
+            {"role": "assistant", "content": str(free.output)},
+            {"role": "user", "content": _CONVERT + instruction},
+        ]
+        answers = [(free, r) for r in await send(followup)]
+    else:
+        content = str(last.get("content", "")) + instruction
+        answers = [(r, r) for r in await send([*messages[:-1], {**last, "content": content}])]
+    results = []
+    for response, formatted in answers:
+        metadata = dict(formatted.metadata)
+        value = None
+        try:
+            value = parse_as(str(formatted.output), response_class)
+            metadata["reason"] = ""
+        except StructuredOutputError as exc:
+            metadata["reason"] = str(exc).split("\n--- raw answer ---")[0]
+            metadata["raw_output"] = exc.raw_text
+        results.append(LLMClassResponse(response=response, value=value, metadata=metadata))
     return results

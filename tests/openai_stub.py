@@ -203,6 +203,41 @@ def answer_for(request: dict[str, Any], reasoner: bool) -> Answer:
     return Answer(text, reasoning, finish, prompt)
 
 
+def _valid_tools(tools: Any) -> bool:
+    return isinstance(tools, list) and all(
+        isinstance(t, dict)
+        and t.get("type") == "function"
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+        and isinstance(t["function"].get("parameters", {}), dict)
+        for t in tools
+    )
+
+
+def tool_choice_for(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The stub "model" calls the tool that ``tool_choice`` forces, else the
+    one whose name the last user turn mentions, with the first JSON object of
+    that turn as arguments; it answers in words when no tool fits."""
+    last = next(
+        (text_of(m.get("content")) for m in reversed(request["messages"]) if m["role"] == "user"),
+        "",
+    )
+    names = [t["function"]["name"] for t in request["tools"]]
+    forced = request.get("tool_choice")
+    if isinstance(forced, dict):
+        name = (forced.get("function") or {}).get("name")
+    else:
+        name = next((n for n in names if n in last), None)
+    if name is None:
+        return None
+    arguments = last[last.index("{") : last.rindex("}") + 1] if "{" in last else "{}"
+    return {
+        "id": "call_stub1",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
 class OpenAIStub:
     """The server and its knobs; attributes may be changed while it runs.
 
@@ -459,11 +494,28 @@ class OpenAIStub:
                 ),
             )
         model = str(request["model"])
+        tools = request.get("tools")
+        if tools is not None and not _valid_tools(tools):
+            return _bad_request(
+                "Invalid 'tools': expected an array of {type: 'function', function: "
+                "{name, description, parameters}}.",
+                "tools",
+            )
         answer = answer_for(request, reasoner="reasoner" in model)
         rid = f"chatcmpl-stub{next(self._ids)}"
-        if request.get("stream"):
+        call = tool_choice_for(request) if tools else None
+        if call is not None and not request.get("stream"):
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [call],
+            }
+            answer.finish_reason = "tool_calls"
+        elif request.get("stream"):
             return self._stream(request, model, rid, answer)
-        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+        else:
+            message = {"role": "assistant", "content": answer.text, "refusal": None}
         if answer.reasoning:
             message["reasoning_content"] = answer.reasoning
         body = {

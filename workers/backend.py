@@ -8,6 +8,7 @@ generator of :class:`Chunk`) and, where the model can, ``embed``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -69,6 +70,18 @@ class Backend:
     async def aclose(self) -> None:
         """Release what start() acquired."""
 
+    @property
+    def native_tools(self) -> bool:
+        """Whether ``chat`` passes ``request.tools`` to the model itself."""
+        return "tools" in self.capabilities
+
+    def run_chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
+        """``chat``, with tools described in the prompt when the model has no
+        tool calling of its own; what the worker and the in-process client call."""
+        if request.tools and not self.native_tools:
+            request = request.with_tools_in_prompt()
+        return self.chat(request)
+
     def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
         raise BackendError(f"{self.name} does not support chat")
 
@@ -85,6 +98,26 @@ class Backend:
             "embedding_mode": "embed" in self.capabilities,
             "model_name": self.spec.alias,
         }
+
+
+def tool_calls_text(calls: list[dict[str, Any]]) -> str:
+    """A native tool choice written as the answer text the client parses.
+
+    ``calls`` are ``{"id", "name", "arguments"}`` with arguments as a dict.
+    The shape is the one the prompt-described tools ask the model for, so a
+    caller sees the same answer whichever way the alias chose its tool.
+    """
+    body = {
+        "tool_calls": [
+            {
+                "id": call.get("id") or f"call_{i}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call.get("arguments") or {}},
+            }
+            for i, call in enumerate(calls, 1)
+        ]
+    }
+    return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
 
 
 def last_user_text(request: ChatPayload) -> str:

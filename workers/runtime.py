@@ -381,7 +381,7 @@ class Worker:
         payload = ChatPayload.model_validate(request.payload)
         writer, rid, to, attempt = self._writer, request.id, request.reply_to, request.attempt
         tally = ChatTally()
-        async for chunk in self.backend.chat(payload):
+        async for chunk in self.backend.run_chat(payload):
             if tally.add(chunk) and payload.stream:
                 writer.delta(rid, to, attempt, chunk.text, chunk.reasoning)
         return tally.end_data(rid, payload.stream, worker_id=self.worker_id)

@@ -67,6 +67,20 @@ def answer(body: dict[str, Any]) -> tuple[str, str, int]:
     return text, stop_reason, prompt
 
 
+def tool_use_for(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool ``tool_choice`` forces, else the one the last user turn names,
+    with the first JSON object of that turn as its input."""
+    last = text_of(next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user"))
+    forced = body.get("tool_choice") or {}
+    names = [t["name"] for t in body["tools"]]
+    name = forced.get("name") if forced.get("type") == "tool" else None
+    name = name or next((n for n in names if n in last), None)
+    if name is None:
+        return None
+    arguments = json.loads(last[last.index("{") : last.rindex("}") + 1]) if "{" in last else {}
+    return {"type": "tool_use", "id": "toolu_stub1", "name": name, "input": arguments}
+
+
 class AnthropicStub(StubServer):
     def __init__(self, api_key: str, *, chunk_delay: float = 0.0) -> None:
         super().__init__()
@@ -99,12 +113,28 @@ class AnthropicStub(StubServer):
             return error_reply(404, f"model: {body.get('model')}")
         if not isinstance(body.get("max_tokens"), int):
             return error_reply(400, "max_tokens: Field required")
+        for tool in body.get("tools") or ():
+            if not isinstance(tool.get("input_schema"), dict) or not tool.get("name"):
+                return error_reply(400, "tools: each tool needs a name and an input_schema")
         roles = [m["role"] for m in body["messages"]]
         if roles[0] != "user" or any(a == b for a, b in zip(roles, roles[1:], strict=False)):
             return error_reply(400, "messages: roles must alternate between user and assistant")
         if "TOO_LONG" in json.dumps(body["messages"]):
             return error_reply(400, "prompt is too long: 250000 tokens > 200000 maximum")
         text, stop_reason, prompt = answer(body)
+        tool_use = tool_use_for(body) if body.get("tools") else None
+        if tool_use is not None and not body.get("stream"):
+            message = {
+                "id": "msg_stub",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [{"type": "text", "text": "I will use a tool."}, tool_use],
+                "stop_reason": "tool_use",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": 5},
+            }
+            return json_reply(200, message, {"request-id": "req_stub"})
         if body.get("stream"):
             return Reply(
                 200,

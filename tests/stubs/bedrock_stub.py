@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from tests.stubs.anthropic_stub import answer
+from tests.stubs.anthropic_stub import answer, tool_use_for
 from tests.stubs.server import Received, Reply, StubServer, json_reply
 
 MODELS = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-haiku-20240307-v1:0")
@@ -119,13 +119,17 @@ class BedrockStub(StubServer):
         if "TOO_LONG" in json.dumps(body["messages"]):
             return aws_error(400, "ValidationException", "Input is too long for requested model.")
         text, stop_reason, prompt = answer(body)
+        tool_use = tool_use_for(body) if body.get("tools") else None
         if action == "invoke":
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+            if tool_use is not None:
+                content, stop_reason = [tool_use], "tool_use"
             message = {
                 "id": "msg_bdrk_stub",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
+                "content": content,
                 "stop_reason": stop_reason,
                 "stop_sequence": None,
                 "usage": {"input_tokens": prompt, "output_tokens": len(text.split())},

@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from byzerllm.broker.errors import ConfigurationError
-from byzerllm.workers.backend import Chunk
+from byzerllm.broker.messages import ChatPayload
+from byzerllm.workers.backend import Chunk, tool_calls_text
+from byzerllm.workers.backends.saas.base import SaasOptions
 from byzerllm.workers.backends.saas.content import split_data_url, to_parts
 from byzerllm.workers.backends.saas.params import first, number, stop_list
 
 DEFAULT_MAX_TOKENS = 4096
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
 
 
 def text_of(content: Any) -> str:
@@ -97,15 +104,15 @@ def convert_messages(
 
 
 def build_body(
-    conversations: list[dict[str, Any]],
-    llm_config: dict[str, Any],
-    *,
-    max_tokens: int | None,
-    temperature: float | None,
-    top_p: float | None,
-    extra: dict[str, Any] | None = None,
+    request: ChatPayload, options: SaasOptions, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The request body without ``model`` and ``stream``, which the transports add."""
+    """The request body without ``model`` and ``stream``, which the transports add.
+
+    The request's llm_config wins over the deployment's ``saas.*`` defaults.
+    """
+    conversations, llm_config = request.conversations, request.llm_config
+    max_tokens, temperature, top_p = options.max_output_tokens, options.temperature, options.top_p
+    tools, tool_choice = request.tools, request.tool_choice
     system, messages = convert_messages(conversations)
     limit = first(config := llm_config, "max_length", "max_tokens", default=max_tokens)
     limit = number("max_length", limit, int) if limit is not None else None
@@ -122,18 +129,40 @@ def build_body(
     stop = stop_list(config.get("gen.stop"))
     if stop:
         body["stop_sequences"] = stop
+    if tools:
+        body["tools"] = [
+            {
+                "name": spec["name"],
+                "description": spec.get("description", ""),
+                "input_schema": spec.get("parameters") or {"type": "object", "properties": {}},
+            }
+            for spec in tools
+        ]
+        if tool_choice:
+            body["tool_choice"] = {"type": "tool", "name": tool_choice}
     body.update(extra or {})
     return body
 
 
 def whole_chunk(message: dict[str, Any]) -> Chunk:
-    """A non-streamed answer: text blocks are the answer, thinking blocks the reasoning."""
-    text, reasoning = [], []
+    """A non-streamed answer: text blocks are the answer, thinking blocks the
+    reasoning, tool_use blocks a tool choice written as :func:`tool_calls_text`."""
+    text, reasoning, calls = [], [], []
     for block in message.get("content") or ():
         if block.get("type") == "text":
             text.append(block.get("text", ""))
         elif block.get("type") == "thinking":
             reasoning.append(block.get("thinking", ""))
+        elif block.get("type") == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "name": block.get("name", ""),
+                    "arguments": block.get("input"),
+                }
+            )
+    if calls:  # the model's words before the choice stay, the choice in our JSON shape
+        text.append(("\n" if text else "") + tool_calls_text(calls))
     usage = message.get("usage") or {}
     return Chunk(
         text="".join(text),

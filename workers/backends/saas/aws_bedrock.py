@@ -50,7 +50,7 @@ class BedrockOptions(SaasOptions):
 
 class BedrockBackend(SaasBackend):
     Options = BedrockOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "tools"})
     options: BedrockOptions
 
     def __init__(self, spec: DeploySpec) -> None:
@@ -119,14 +119,8 @@ class BedrockBackend(SaasBackend):
 
     async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
         client, opts = self._ready(), self.options
-        body = fmt.build_body(
-            request.conversations,
-            request.llm_config,
-            max_tokens=opts.max_output_tokens,
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            extra={"anthropic_version": opts.model_api_version, **request.extra_request_params},
-        )
+        extra = {"anthropic_version": opts.model_api_version, **request.extra_request_params}
+        body = fmt.build_body(request, opts, extra)
         call = {
             "modelId": opts.model,
             "body": json.dumps(body),

@@ -22,6 +22,9 @@ class SaasOptions(BackendOptions):
     max_output_tokens: int | None = Field(default=None, gt=0, alias="saas.max_output_tokens")
     temperature: float | None = Field(default=None, alias="saas.temperature")
     top_p: float | None = Field(default=None, alias="saas.top_p")
+    # Compatible servers without tool support (some gateways, older Ollama)
+    # can turn native tool calling off; tools are then described in the prompt.
+    native_tools: bool = Field(default=True, alias="saas.native_tools")
 
 
 class SaasBackend(Backend):
@@ -29,6 +32,10 @@ class SaasBackend(Backend):
     :meth:`_translate`, and every call site raises through :meth:`_reraise`."""
 
     _client: Any = None
+
+    @property
+    def native_tools(self) -> bool:
+        return "tools" in self.capabilities and bool(getattr(self.options, "native_tools", True))
 
     def _ready(self) -> Any:
         if self._client is None:

@@ -49,7 +49,7 @@ class ClaudeOptions(SaasOptions):
 
 class ClaudeBackend(SaasBackend):
     Options = ClaudeOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "tools"})
     options: ClaudeOptions
 
     def __init__(self, spec: DeploySpec) -> None:
@@ -131,14 +131,7 @@ class ClaudeBackend(SaasBackend):
 
     def _body(self, request: ChatPayload) -> dict[str, Any]:
         opts = self.options
-        body = fmt.build_body(
-            request.conversations,
-            request.llm_config,
-            max_tokens=opts.max_output_tokens,
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            extra=request.extra_request_params,
-        )
+        body = fmt.build_body(request, opts, request.extra_request_params)
         return {"model": opts.model, **body}
 
     def _reraise(self, exc: Exception) -> NoReturn:

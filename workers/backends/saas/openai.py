@@ -28,7 +28,7 @@ from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Chunk
+from byzerllm.workers.backend import Chunk, tool_calls_text
 from byzerllm.workers.backends.saas import openai_media
 from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
 from byzerllm.workers.backends.saas.content import openai_messages
@@ -65,7 +65,7 @@ class OpenAIOptions(SaasOptions):
 
 class OpenAIBackend(SaasBackend):
     Options = OpenAIOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed", "tools"})
     options: OpenAIOptions
 
     def __init__(self, spec: DeploySpec) -> None:
@@ -224,6 +224,13 @@ class OpenAIBackend(SaasBackend):
         stop = _stop_list(config.get("gen.stop"))
         if stop:
             params["stop"] = stop
+        if request.tools:
+            params["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
+            if request.tool_choice:
+                params["tool_choice"] = {
+                    "type": "function",
+                    "function": {"name": request.tool_choice},
+                }
         if request.extra_request_params:
             params["extra_body"] = dict(request.extra_request_params)
         return params
@@ -292,11 +299,29 @@ def _key(options: OpenAIOptions) -> str:
     return options.api_key.get_secret_value().strip() if options.api_key else ""
 
 
+def _tool_calls(calls: list[dict[str, Any]]) -> str:
+    """OpenAI's ``tool_calls`` (arguments as JSON text) as the answer text we return."""
+    chosen = []
+    for call in calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            pass  # the client reports arguments it cannot read, with the text
+        chosen.append(
+            {"id": call.get("id"), "name": function.get("name", ""), "arguments": arguments}
+        )
+    return tool_calls_text(chosen)
+
+
 def _delta_chunk(delta: dict[str, Any] | None) -> Chunk | None:
     """DeepSeek-style servers send the model's thinking as ``reasoning_content``."""
     if not delta:
         return None
     text = delta.get("content") or ""
+    if delta.get("tool_calls") and "role" in delta:  # a whole message, not a stream delta
+        text = (text + "\n" if text else "") + _tool_calls(delta["tool_calls"])
     reasoning = delta.get("reasoning_content") or ""
     if not (text or reasoning):
         return None
