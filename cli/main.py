@@ -10,6 +10,7 @@ from byzerllm.cli.easy import easy_byzerllm_cli
 from byzerllm.cli.local_cmd import local_group
 from byzerllm.cli.node_cmd import node
 from byzerllm.cli.stat_cmd import stat
+from byzerllm.cli.storage_cmd import storage
 from byzerllm.cli.worker_cmd import worker
 
 
@@ -29,7 +30,7 @@ def quickstart(redis_url: str | None, model: str) -> None:
     run(run_quickstart(redis_url, model, out))
 
 
-for command in (worker, deploy, undeploy, query, chat, stat, node, local_group):
+for command in (worker, deploy, undeploy, query, chat, stat, node, local_group, storage):
     byzerllm_cli.add_command(command)
 
 __all__ = ["byzerllm_cli", "easy_byzerllm_cli"]

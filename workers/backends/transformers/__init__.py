@@ -1,0 +1,1 @@
+"""Backends on Hugging Face transformers: embeddings, causal-LM chat, whisper."""
