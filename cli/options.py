@@ -62,7 +62,11 @@ def deploy_options(model_required: bool) -> Callable[[F], F]:
                 ),
                 click.option("--num_workers", default=1, show_default=True, type=click.IntRange(1)),
                 click.option(
-                    "--worker_concurrency", default=1, show_default=True, type=click.IntRange(1)
+                    "--worker_concurrency",
+                    default=None,
+                    type=click.IntRange(1),
+                    help="Requests one worker serves at once "
+                    "[default: 1, or what the backend batches itself, e.g. vllm: 256].",
                 ),
                 click.option(
                     "--cpus_per_worker", default=0.01, show_default=True, type=click.FloatRange(0)

@@ -12,6 +12,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.common import console, redis_url_options, run, settings_for
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.cli.options import MultiValueOption, deploy_options
+from byzerllm.workers.registry import backend_class
 
 
 def _configure_logging(level: str) -> None:
@@ -60,6 +61,21 @@ def worker(
     run(serve(spec, settings, timing, alias=alias))
 
 
+def _concurrency(flags: dict[str, object]) -> int:
+    """The flag, else the backend's own default: a batching engine (vLLM) wants
+    many requests in flight, where a one-at-a-time model wants one."""
+    given = flags.get("worker_concurrency")
+    if given is not None:
+        return int(given)  # type: ignore[call-overload]
+    try:
+        cls = backend_class(
+            str(flags["pretrained_model_type"]), str(flags.get("infer_backend") or "")
+        )
+    except ByzerLLMError:
+        return 1  # the deploy reports the unknown type itself, with the known ones
+    return cls.default_concurrency
+
+
 def spec_from_flags(flags: dict[str, object]) -> DeploySpec:
     """The guide's deploy flags as a spec; bad values become a clean CLI error."""
     try:
@@ -69,7 +85,7 @@ def spec_from_flags(flags: dict[str, object]) -> DeploySpec:
             infer_backend=str(flags.get("infer_backend") or ""),
             model_path=str(flags.get("model_path") or ""),
             infer_params=parse_infer_params(flags.get("infer_params") or ()),
-            worker_concurrency=int(flags["worker_concurrency"]),  # type: ignore[call-overload]
+            worker_concurrency=_concurrency(flags),
             num_workers=int(flags["num_workers"]),  # type: ignore[call-overload]
             cpus_per_worker=float(flags["cpus_per_worker"]),  # type: ignore[arg-type]
             gpus_per_worker=float(flags["gpus_per_worker"]),  # type: ignore[arg-type]

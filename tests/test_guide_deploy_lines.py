@@ -88,3 +88,16 @@ def test_guide_deploy_line_parses(line):
     assert "sk-from-env" not in result.output, "secrets are masked"
     if spec["alias"] in EXPECTED:
         assert spec["infer_params"] == EXPECTED[spec["alias"]]
+
+
+@pytest.mark.parametrize(
+    ("alias", "concurrency"),
+    [("qwen_1_8b_chat", 256), ("llama_3_chat", 1), ("azure_tts", 1), ("deepseek_chat", 1000)],
+)
+def test_worker_concurrency_defaults_to_what_the_backend_batches(alias, concurrency):
+    """The guide's vllm line gives no --worker_concurrency: vLLM batches itself,
+    so its worker takes many requests at once; one-at-a-time backends take one."""
+    [line] = [line for line in GUIDE_LINES if line.endswith(f"--model {alias}")][:1]
+    result = CliRunner().invoke(byzerllm_cli, ["deploy", *argv(line), "--dry_run"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["worker_concurrency"] == concurrency

@@ -43,6 +43,9 @@ class Backend:
 
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+    # worker_concurrency when the deploy does not say: 1 suits a model that
+    # generates one answer at a time; an engine that batches wants more.
+    default_concurrency: ClassVar[int] = 1
 
     def __init__(self, spec: DeploySpec) -> None:
         self.spec = spec
