@@ -123,16 +123,20 @@ def tool_calls_text(calls: list[dict[str, Any]]) -> str:
     return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
 
 
+def content_text(content: Any) -> str:
+    """Message content as text: the text of OpenAI-style parts, other media dropped."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
 def last_user_text(request: ChatPayload) -> str:
     """The text of the last message, whatever its content shape."""
     if not request.conversations:
         return ""
-    content = request.conversations[-1].get("content", "")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return str(content)
+    return content_text(request.conversations[-1].get("content", ""))
 
 
 @dataclass(slots=True)

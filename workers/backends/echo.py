@@ -32,7 +32,13 @@ from pydantic import BaseModel, field_validator
 
 from byzerllm.broker.errors import BackendError, BackendLoadError
 from byzerllm.broker.messages import ChatPayload
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk, last_user_text
+from byzerllm.workers.backend import (
+    Backend,
+    BackendOptions,
+    Chunk,
+    content_text,
+    last_user_text,
+)
 
 
 class ScriptRule(BaseModel):
@@ -69,14 +75,6 @@ class EchoOptions(BackendOptions):
         return value
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
 def _stops(value: Any) -> list[str]:
     if isinstance(value, str):
         try:
@@ -107,11 +105,11 @@ class EchoBackend(Backend):
     def _scripted(self, conversations: list[dict[str, Any]]) -> str | None:
         users = [i for i, m in enumerate(conversations) if m.get("role") == "user"]
         for index in reversed(users):
-            text = _text(conversations[index].get("content", ""))
+            text = content_text(conversations[index].get("content", ""))
             for pattern, reply in self._rules:
                 if pattern.search(text):
                     said = "".join(
-                        _text(m.get("content", ""))
+                        content_text(m.get("content", ""))
                         for m in conversations[index + 1 :]
                         if m.get("role") == "assistant"
                     )
@@ -130,9 +128,10 @@ class EchoBackend(Backend):
             and conversations[-1].get("role") == "assistant"
         )
         if prefixing and self._script is None and self.options.reply is None:
-            said = _text(conversations[-1].get("content", ""))
+            said = content_text(conversations[-1].get("content", ""))
             users = [m for m in conversations if m.get("role") == "user"]
-            answer = self.options.prefix + (_text(users[-1].get("content", "")) if users else "")
+            asked = content_text(users[-1].get("content", "")) if users else ""
+            answer = self.options.prefix + asked
             return answer[len(said) :] if said and answer.startswith(said) else answer
         if self._script is not None:
             return next(self._script)

@@ -17,7 +17,7 @@ from typing import Any
 
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.messages import ChatPayload
-from byzerllm.workers.backend import Chunk, tool_calls_text
+from byzerllm.workers.backend import Chunk, content_text, tool_calls_text
 from byzerllm.workers.backends.saas.base import SaasOptions
 from byzerllm.workers.backends.saas.content import split_data_url, to_parts
 from byzerllm.workers.backends.saas.params import first, number, stop_list
@@ -29,14 +29,6 @@ _FINISH = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
 }
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
 
 
 def _block(part: dict[str, Any]) -> dict[str, Any] | None:
@@ -64,7 +56,7 @@ def _blocks(content: Any) -> str | list[dict[str, Any]]:
     if isinstance(parts, str):
         return parts
     if not isinstance(parts, list):
-        return text_of(parts)
+        return content_text(parts)
     return [b for b in (_block(p) for p in parts if isinstance(p, dict)) if b is not None]
 
 
@@ -87,7 +79,7 @@ def convert_messages(
         role = message.get("role", "user")
         content = message.get("content")
         if role == "system":
-            system.append(text_of(content))
+            system.append(content_text(content))
             continue
         role = "assistant" if role == "assistant" else "user"
         blocks = _blocks(content)

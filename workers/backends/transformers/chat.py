@@ -27,7 +27,7 @@ from pydantic import Field
 from byzerllm.broker.errors import BackendError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, Chunk
+from byzerllm.workers.backend import Backend, Chunk, content_text
 from byzerllm.workers.backends.saas.params import first, number, stop_list
 from byzerllm.workers.backends.transformers.common import (
     TransformersOptions,
@@ -101,7 +101,7 @@ class TransformersChatBackend(Backend):
     def _prompt_ids(self, conversations: list[dict[str, Any]]) -> Any:
         """The conversation in the model's chat template, as input ids on the device."""
         tok = self._tokenizer
-        messages = [{**m, "content": _text(m.get("content", ""))} for m in conversations]
+        messages = [{**m, "content": content_text(m.get("content", ""))} for m in conversations]
         if not messages:
             raise ConfigurationError("a chat request needs at least one message")
         prefix = messages[-1].get("role") == "assistant"  # chat prefix completion
@@ -256,12 +256,3 @@ class _TokenStreamer:
 
     def end(self) -> None:
         """Nothing to flush: the backend reads the held-back text after generate returns."""
-
-
-def _text(content: Any) -> str:
-    """Message content as text: OpenAI parts keep their text, other media are dropped."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
