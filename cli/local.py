@@ -44,6 +44,11 @@ def _pid_alive(pidfile: Path) -> int | None:
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
+    try:  # a child of this process that exited stays a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass  # not our child: kill(0) said enough
     return pid
 
 

@@ -23,11 +23,14 @@ def byzerllm_cli() -> None:
 @byzerllm_cli.command()
 @redis_url_options
 @click.option("--model", default="quickstart_chat", show_default=True, help="Alias to deploy.")
-def quickstart(redis_url: str | None, model: str) -> None:
-    """Start Redis if none runs, serve a model under an alias, and talk to it."""
+@click.option(
+    "--echo", is_flag=True, help="Serve the model-free custom/echo test backend, not SmolLM2."
+)
+def quickstart(redis_url: str | None, model: str, echo: bool) -> None:
+    """Start Redis if none runs, serve SmolLM2 under an alias, and talk to it."""
     from byzerllm.cli.quickstart import run_quickstart
 
-    run(run_quickstart(redis_url, model, out))
+    run(run_quickstart(redis_url, model, out, echo=echo))
 
 
 for command in (worker, deploy, undeploy, query, chat, stat, node, local_group, storage):

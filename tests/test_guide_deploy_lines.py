@@ -92,7 +92,7 @@ def test_guide_deploy_line_parses(line):
 
 @pytest.mark.parametrize(
     ("alias", "concurrency"),
-    [("qwen_1_8b_chat", 256), ("llama_3_chat", 1), ("azure_tts", 1), ("deepseek_chat", 1000)],
+    [("qwen_1_8b_chat", 256), ("llama_3_chat", 2), ("azure_tts", 1), ("deepseek_chat", 1000)],
 )
 def test_worker_concurrency_defaults_to_what_the_backend_batches(alias, concurrency):
     """The guide's vllm line gives no --worker_concurrency: vLLM batches itself,
