@@ -27,7 +27,12 @@ from byzerllm.client.prompt_template import (
     prompt_variables,
     render,
 )
-from byzerllm.client.structured import is_model_type, parse_as, schema_instruction
+from byzerllm.client.structured import (
+    StructuredOutputError,
+    is_model_type,
+    parse_as,
+    schema_instruction,
+)
 
 CONTINUE_PROMPT = "接着前面的内容继续"
 _STREAM_ORIGINS: set[Any] = {
@@ -38,6 +43,25 @@ _STREAM_ORIGINS: set[Any] = {
 }
 _UNSET: Any = object()
 _CALL_KEYS = ("model", "role_mapping", "extra_request_params")
+# A small model often gets the JSON almost right; asking again with the reason
+# usually fixes it. ``.options({"max_retries": 0})`` turns this off.
+DEFAULT_PARSE_RETRIES = 2
+
+
+def _repair(
+    messages: list[dict[str, Any]], answer: str, error: StructuredOutputError
+) -> list[dict[str, Any]]:
+    """The conversation again, with the unreadable answer and the reason,
+    and the question asked once more (after it, a response prefix if any)."""
+    prefix = messages[-1:] if messages and messages[-1].get("role") == "assistant" else []
+    asked = messages[: len(messages) - len(prefix)]
+    reason = str(error).split("\n--- raw answer ---")[0]
+    question = dict(asked[-1]) if asked else {"role": "user", "content": ""}
+    question["content"] = (
+        f"Your answer above could not be read: {reason}. Answer again.\n\n"
+        f"{question.get('content', '')}"
+    )
+    return [*asked, {"role": "assistant", "content": answer}, question, *prefix]
 
 
 class MetaHolder:
@@ -273,11 +297,13 @@ class PromptFunction:
         [response] = await plan.client.chat_oai(messages, llm_config=plan.llm_config, **plan.call)
         return str(response.output), dict(response.metadata)
 
-    async def _with_markers(self, plan: _Plan) -> tuple[str, dict[str, Any]]:
+    async def _with_markers(
+        self, plan: _Plan, messages: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
         """Ask again with the continue prompt until the end marker shows up."""
         assert self._markers is not None
         start, end = self._markers
-        messages = list(plan.messages)
+        messages = list(messages)
         total, meta = "", dict[str, Any]()
         for turn in range(self._max_turns):
             piece, meta = await self._chat(plan, messages)
@@ -295,19 +321,35 @@ class PromptFunction:
         stop = body.find(end)
         return (body[:stop] if stop >= 0 else body).strip(), meta
 
-    async def _execute(self, plan: _Plan) -> Any:
+    async def _answer(
+        self, plan: _Plan, messages: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
         if self._markers:
-            answer, meta = await self._with_markers(plan)
+            answer, meta = await self._with_markers(plan, messages)
         else:
-            answer, meta = await self._chat(plan, plan.messages)
+            answer, meta = await self._chat(plan, messages)
         self._record_meta(meta)
         if self._return_prefix is not None:
             answer = self._return_prefix + answer
+        return answer, meta
+
+    async def _execute(self, plan: _Plan) -> Any:
+        answer, _ = await self._answer(plan, plan.messages)
         if self._extractor is not None:
             return self._extractor(answer)
-        if plan.kind == "model":
-            return parse_as(answer, plan.parse_cls)
-        return answer
+        if plan.kind != "model":
+            return answer
+        retries = int(self._options.get("max_retries", DEFAULT_PARSE_RETRIES))
+        for attempt in range(retries + 1):
+            try:
+                return parse_as(answer, plan.parse_cls)
+            except StructuredOutputError as exc:
+                if attempt == retries:
+                    if retries:
+                        exc.add_note(f"{attempt + 1} answers were asked for; none could be read")
+                    raise
+                answer, _ = await self._answer(plan, _repair(plan.messages, answer, exc))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stream(self, plan: _Plan) -> AsyncIterator[str]:
         delta_mode = self._options.get("delta_mode", True)

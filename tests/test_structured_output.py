@@ -61,3 +61,58 @@ def test_wrong_shape_names_the_field_and_the_class():
     with pytest.raises(StructuredOutputError, match=r"Story: body: Field required") as info:
         parse_as('{"title": "t"}', Story)
     assert '{"title": "t"}' in str(info.value)
+
+
+# -- asking again when the answer cannot be read ------------------------------------
+
+
+@pytest.fixture
+async def flaky(start_worker):
+    """A model whose first answer is not JSON and whose second is."""
+    import json
+
+    await start_worker(
+        "flaky",
+        concurrency=1,
+        replies=json.dumps(["Let me think about a title...", '{"title": "t", "body": "b"}']),
+    )
+    return "flaky"
+
+
+async def test_unreadable_answer_is_asked_again_with_the_reason(llm, flaky):
+    import byzerllm
+
+    @byzerllm.prompt(llm=llm, options={"model": flaky})
+    def story() -> Story:  # type: ignore[empty-body]
+        """Tell a story."""
+
+    assert await story.arun() == Story(title="t", body="b")
+    [again] = await llm.chat_oai("ping", model=flaky)  # the cycle restarts: 3rd answer
+    assert again.output == "Let me think about a title..."
+
+
+async def test_retries_can_be_turned_off(llm, flaky):
+    import byzerllm
+
+    @byzerllm.prompt(llm=llm, options={"model": flaky, "max_retries": 0})
+    def story() -> Story:  # type: ignore[empty-body]
+        """Tell a story."""
+
+    with pytest.raises(StructuredOutputError) as info:
+        await story.arun()
+    assert info.value.raw_text == "Let me think about a title..."
+
+
+async def test_after_the_retries_the_error_says_how_many_answers(llm, start_worker):
+    import byzerllm
+
+    await start_worker("stubborn", reply="No JSON from me.")
+
+    @byzerllm.prompt(llm=llm, options={"model": "stubborn"})
+    def story() -> Story:  # type: ignore[empty-body]
+        """Tell a story."""
+
+    with pytest.raises(StructuredOutputError) as info:
+        await story.arun()
+    assert info.value.raw_text == "No JSON from me."
+    assert "3 answers were asked for" in "".join(info.value.__notes__)
