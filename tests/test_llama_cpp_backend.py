@@ -16,6 +16,7 @@ from byzerllm.broker.errors import BackendError
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.structured import StructuredOutputError
 from byzerllm.workers.runtime import Worker
+from tests.chat_contract import GREEDY, stop_word_ends_the_answer, stream_equals_whole_answer
 from tests.conftest import FAST
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -26,7 +27,6 @@ GGUF = Path(next(iter(_spec.submodule_search_locations))) / "SmolLM2-135M-Instru
 
 pytestmark = pytest.mark.timeout(300)
 
-GREEDY = {"temperature": 0}
 COUNTING = [
     {"role": "user", "content": "Count from one to ten in words, separated by commas."},
     {"role": "assistant", "content": "one, two, three,"},
@@ -77,23 +77,12 @@ async def test_chat_answers_with_real_text_and_usage(smol, llm):
 
 
 async def test_stream_matches_whole_answer_and_max_length_stops(smol, llm):
-    config = {"max_length": 12, **GREEDY}
-    q = "Count from one to twenty in words."
-    [whole] = await llm.chat_oai(q, model="smol", llm_config=config)
-    deltas = [
-        t async for t, _ in llm.stream_chat_oai(q, model="smol", delta_mode=True, llm_config=config)
-    ]
-    assert len([d for d in deltas if d]) > 1
-    assert "".join(deltas) == whole.output
+    await stream_equals_whole_answer(llm, "smol")
 
 
 async def test_stop_word_ends_the_answer(smol, llm):
-    [r] = await llm.chat_oai(
-        "Count from one to twenty in words, separated by commas.",
-        model="smol",
-        llm_config={"max_length": 60, **GREEDY, "gen.stop": [","]},
-    )
-    assert "," not in r.output and r.output.strip()
+    r = await stop_word_ends_the_answer(llm, "smol")
+    assert r.metadata["generated_tokens_count"] < 60, "generation ran on past the stop word"
 
 
 # -- prefix completion -----------------------------------------------------------------

@@ -38,6 +38,7 @@ from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.types import AudioPath
 from byzerllm.workers.backend import Backend
 from byzerllm.workers.runtime import Worker
+from tests.chat_contract import GREEDY, stream_equals_whole_answer
 from tests.conftest import FAST
 from tests.local_models import minilm_dir, smollm2_hf_dir, tiny_whisper_dir
 
@@ -291,9 +292,6 @@ async def smol(served) -> Worker:
     return await served.start(spec, TransformersChatBackend(spec))
 
 
-GREEDY = {"temperature": 0}
-
-
 async def test_chat_answers_with_real_text_and_usage(smol, client):
     [r] = await client.chat_oai(
         "What is the capital of France? Answer in one word.",
@@ -306,17 +304,7 @@ async def test_chat_answers_with_real_text_and_usage(smol, client):
 
 
 async def test_stream_deltas_add_up_to_the_whole_answer(smol, client):
-    config = {"max_length": 10, **GREEDY}
-    q = "Count from one to twenty in words."
-    [whole] = await client.chat_oai(q, model="smol_tf", llm_config=config)
-    deltas = [
-        t
-        async for t, _ in client.stream_chat_oai(
-            q, model="smol_tf", delta_mode=True, llm_config=config
-        )
-    ]
-    assert len([d for d in deltas if d]) > 1
-    assert "".join(deltas) == whole.output
+    await stream_equals_whole_answer(client, "smol_tf", max_length=10)
 
 
 async def test_max_length_limits_the_answer(smol, client):

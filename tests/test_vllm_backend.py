@@ -25,6 +25,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.backends.vllm import VllmBackend
 from byzerllm.workers.runtime import Worker
+from tests.chat_contract import stop_word_ends_the_answer, stream_equals_whole_answer
 from tests.conftest import FAST
 from tests.local_models import minilm_dir, smollm2_hf_dir
 
@@ -106,25 +107,13 @@ async def test_chat_answers_with_real_text_and_usage(smol, llm):
 
 
 async def test_stream_matches_whole_answer_and_max_length_stops(smol, llm):
-    config = {"max_length": 12, "temperature": 0}
-    q = "Count from one to twenty in words."
-    [whole] = await llm.chat_oai(q, model="smol", llm_config=config)
+    whole = await stream_equals_whole_answer(llm, "smol")
     assert whole.metadata["generated_tokens_count"] == 12
     assert whole.metadata["finish_reason"] == "length"
-    deltas = [
-        t async for t, _ in llm.stream_chat_oai(q, model="smol", delta_mode=True, llm_config=config)
-    ]
-    assert len([d for d in deltas if d]) > 1
-    assert "".join(deltas) == whole.output
 
 
 async def test_stop_word_ends_the_answer(smol, llm):
-    [r] = await llm.chat_oai(
-        "Count from one to twenty in words, separated by commas.",
-        model="smol",
-        llm_config={"max_length": 60, "temperature": 0, "gen.stop": [","]},
-    )
-    assert "," not in r.output and r.output.strip()
+    r = await stop_word_ends_the_answer(llm, "smol")
     assert r.metadata["generated_tokens_count"] < 60
 
 
