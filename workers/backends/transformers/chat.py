@@ -27,16 +27,13 @@ from pydantic import Field
 from byzerllm.broker.errors import BackendError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, Chunk, content_text
+from byzerllm.workers.backend import Chunk, content_text
 from byzerllm.workers.backends.saas.params import first, number, stop_list
 from byzerllm.workers.backends.transformers.common import (
+    TransformersBackend,
     TransformersOptions,
-    apply_threads,
-    choose_device,
-    import_torch,
     load_error,
     load_kwargs,
-    model_folder,
     require_files,
     stop_criteria,
 )
@@ -50,25 +47,19 @@ class TransformersChatOptions(TransformersOptions):
     max_new_tokens: int = Field(default=1024, gt=0)
 
 
-class TransformersChatBackend(Backend):
+class TransformersChatBackend(TransformersBackend):
+    what: ClassVar[str] = "causal language model"
     Options = TransformersChatOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
     options: TransformersChatOptions
 
     def __init__(self, spec: DeploySpec) -> None:
         super().__init__(spec)
-        if not spec.model_path:
-            model_folder(spec, "causal language model")  # raises, naming the fix
-        self._model: Any = None
         self._tokenizer: Any = None
-        self._device = "cpu"
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        torch, transformers = import_torch()
-        apply_threads(torch, self.options)
-        path = model_folder(self.spec, "causal language model")
-        self._device = choose_device(torch, self.spec, self.options.device)
+        torch, transformers, path = self._prepare()
         self._tokenizer, self._model = await asyncio.to_thread(
             self._load, torch, transformers, path
         )

@@ -15,13 +15,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import AliasChoices, Field
 
 from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import BackendOptions
+from byzerllm.workers.backend import Backend, BackendOptions
 
 T = TypeVar("T")
 
@@ -194,3 +194,27 @@ async def run_stoppable(fn: Callable[[], T], stop: threading.Event) -> T:
         stop.set()
         if thread.is_alive():
             await asyncio.to_thread(thread.join)
+
+
+class TransformersBackend(Backend):
+    """What the transformers backends share: the model folder checked when the
+    worker is built (a deploy without one fails at once), and torch imported,
+    its threads set and the device chosen when the worker starts."""
+
+    what: ClassVar[str] = "model"  # named in errors about the folder
+    options: TransformersOptions
+
+    def __init__(self, spec: DeploySpec) -> None:
+        super().__init__(spec)
+        if not spec.model_path:
+            model_folder(spec, self.what)  # raises, naming the fix
+        self._model: Any = None
+        self._device = "cpu"
+
+    def _prepare(self) -> tuple[ModuleType, ModuleType, Path]:
+        """``(torch, transformers, model folder)``, with threads and device set."""
+        torch, transformers = import_torch()
+        apply_threads(torch, self.options)
+        folder = model_folder(self.spec, self.what)
+        self._device = choose_device(torch, self.spec, self.options.device)
+        return torch, transformers, folder

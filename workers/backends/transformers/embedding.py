@@ -18,16 +18,12 @@ from pydantic import Field
 
 from byzerllm.broker.errors import BackendError
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend
 from byzerllm.workers.backends.transformers.batcher import MicroBatcher
 from byzerllm.workers.backends.transformers.common import (
+    TransformersBackend,
     TransformersOptions,
-    apply_threads,
-    choose_device,
-    import_torch,
     load_error,
     load_kwargs,
-    model_folder,
     require_files,
 )
 from byzerllm.workers.backends.transformers.pooling import PoolingMode, PoolingPlan, pool, read_plan
@@ -46,19 +42,16 @@ class EmbeddingOptions(TransformersOptions):
     max_length: int | None = Field(default=None, gt=0)
 
 
-class TransformersEmbeddingBackend(Backend):
+class TransformersEmbeddingBackend(TransformersBackend):
+    what: ClassVar[str] = _WHAT
     Options = EmbeddingOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"embed"})
     options: EmbeddingOptions
 
     def __init__(self, spec: DeploySpec) -> None:
         super().__init__(spec)
-        if not spec.model_path:
-            model_folder(spec, _WHAT)  # raises, naming the fix
-        self._model: Any = None
         self._tokenizer: Any = None
         self._torch: Any = None
-        self._device = "cpu"
         self._max_length = 512
         self.plan: PoolingPlan | None = None
         # a worker serving one request at a time has no burst to wait for
@@ -66,11 +59,8 @@ class TransformersEmbeddingBackend(Backend):
         self.batcher = MicroBatcher(self._encode, self.options.batch_size, wait)
 
     async def start(self) -> None:
-        torch, transformers = import_torch()
-        apply_threads(torch, self.options)
-        folder = model_folder(self.spec, _WHAT)
+        torch, transformers, folder = self._prepare()
         self._torch = torch
-        self._device = choose_device(torch, self.spec, self.options.device)
         plan = read_plan(folder)
         overrides = {"mode": self.options.pooling, "normalize": self.options.normalize}
         self.plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})

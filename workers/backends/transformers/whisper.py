@@ -23,18 +23,15 @@ from typing import Any, ClassVar, Literal
 from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, Chunk
+from byzerllm.workers.backend import Chunk
 from byzerllm.workers.backends.saas.content import audio_of, media_request
 from byzerllm.workers.backends.saas.params import number
 from byzerllm.workers.backends.transformers import audio, whisper_generate
 from byzerllm.workers.backends.transformers.common import (
+    TransformersBackend,
     TransformersOptions,
-    apply_threads,
-    choose_device,
-    import_torch,
     load_error,
     load_kwargs,
-    model_folder,
     require_files,
     run_stoppable,
 )
@@ -55,26 +52,20 @@ class WhisperOptions(TransformersOptions):
     word_timestamps: bool = True
 
 
-class WhisperBackend(Backend):
+class WhisperBackend(TransformersBackend):
+    what: ClassVar[str] = _WHAT
     Options = WhisperOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
     options: WhisperOptions
 
     def __init__(self, spec: DeploySpec) -> None:
         super().__init__(spec)
-        if not spec.model_path:
-            model_folder(spec, _WHAT)  # raises, naming the fix
-        self._model: Any = None
         self._processor: Any = None
-        self._device = "cpu"
         self._lock = asyncio.Lock()
         self._can_time_words = False
 
     async def start(self) -> None:
-        torch, transformers = import_torch()
-        apply_threads(torch, self.options)
-        folder = model_folder(self.spec, _WHAT)
-        self._device = choose_device(torch, self.spec, self.options.device)
+        torch, transformers, folder = self._prepare()
         if self.options.language:
             whisper_generate.language_code(self.options.language)  # fail at start, not per call
         await asyncio.to_thread(self._load, torch, transformers, folder)
