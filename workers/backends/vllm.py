@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, Chunk
+from byzerllm.workers.backend import Backend, Chunk, content_text
 from byzerllm.workers.backends.saas.params import first, number, stop_list
 
 log = logging.getLogger(__name__)
@@ -175,10 +175,7 @@ def _text_only(message: dict[str, Any]) -> dict[str, Any]:
                 f"the vllm backend takes text messages only, not {', '.join(media)} parts; "
                 "send the text alone or use a multimodal deployment (e.g. saas/qianwen_vl)"
             )
-        return {**message, "content": "".join(str(p.get("text", "")) for p in parts)}
-    if content is None:
-        return {**message, "content": ""}
-    return message
+    return {**message, "content": content_text(content)}
 
 
 class VllmBackend(Backend):
