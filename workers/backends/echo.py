@@ -39,6 +39,7 @@ from byzerllm.workers.backend import (
     content_text,
     last_user_text,
 )
+from byzerllm.workers.backends.saas.params import stop_list
 
 
 class ScriptRule(BaseModel):
@@ -73,17 +74,6 @@ class EchoOptions(BackendOptions):
             text = value if value.lstrip().startswith("[") else Path(value).read_text("utf-8")
             return json.loads(text)
         return value
-
-
-def _stops(value: Any) -> list[str]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return [value]
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value or [] if str(v)]
 
 
 class EchoBackend(Backend):
@@ -152,7 +142,7 @@ class EchoBackend(Backend):
         if opts.fail_with:
             raise BackendError(opts.fail_with)
         answer = self._answer(request)
-        for stop in _stops(request.llm_config.get("gen.stop")):
+        for stop in stop_list(request.llm_config.get("gen.stop")):
             if stop in answer:
                 answer = answer[: answer.index(stop)]
         max_length = request.llm_config.get("max_length")

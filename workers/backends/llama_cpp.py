@@ -44,7 +44,6 @@ otherwise (repacked weights are also a per-context copy).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -58,6 +57,7 @@ from byzerllm.broker.errors import BackendError, BackendLoadError, Configuration
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text
+from byzerllm.workers.backends.saas.params import stop_list
 
 # Contexts per worker on CPU when ``parallel`` is not given: llama.cpp generates
 # on half of the cores by default, so two contexts use them all (see above).
@@ -94,19 +94,6 @@ class LlamaCppOptions(BackendOptions):
         return {"true": "start", "1": "start", "false": "off", "0": "off"}.get(lowered, lowered)
 
 
-def _stops(value: Any) -> list[str]:
-    """``gen.stop`` as a list: a string, a JSON list in a string, or a list."""
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = None
-        value = parsed if isinstance(parsed, list) else [value]
-    if not isinstance(value, list | tuple):
-        return []
-    return [str(v) for v in value if str(v)]
-
-
 def wants_prefix(request: ChatPayload) -> bool:
     """``gen.response_prefix`` asked for, and the conversation ends with the assistant."""
     flag = request.llm_config.get("gen.response_prefix")
@@ -125,7 +112,7 @@ def sampling(config: dict[str, Any]) -> dict[str, Any]:
         "top_k": 40,
         "min_p": 0.05,
         "repeat_penalty": 1.0,
-        "stop": _stops(config.get("gen.stop")),
+        "stop": stop_list(config.get("gen.stop")),
     }
     max_tokens = config.get("max_length", config.get("max_tokens"))
     if max_tokens:
