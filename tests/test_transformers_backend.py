@@ -17,9 +17,9 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import threading
-import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,9 +38,18 @@ from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.types import AudioPath
 from byzerllm.workers.backend import Backend
 from byzerllm.workers.runtime import Worker
-from tests.chat_contract import GREEDY, stream_equals_whole_answer
+from tests.chat_contract import (
+    GREEDY,
+    LONG,
+    answers_with_text_and_usage,
+    max_length_stops_a_long_answer,
+    response_prefix_continues_the_answer,
+    stop_word_ends_the_answer,
+    stream_equals_whole_answer,
+)
 from tests.conftest import FAST
 from tests.local_models import minilm_dir, smollm2_hf_dir, tiny_whisper_dir
+from tests.waiting import LIMIT, until
 
 pytest.importorskip("torch", reason="torch is not installed (byzerllm[transformers])")
 pytest.importorskip("transformers", reason="transformers is not installed (byzerllm[transformers])")
@@ -293,14 +302,7 @@ async def smol(served) -> Worker:
 
 
 async def test_chat_answers_with_real_text_and_usage(smol, client):
-    [r] = await client.chat_oai(
-        "What is the capital of France? Answer in one word.",
-        model="smol_tf",
-        llm_config={"max_length": 12, **GREEDY},
-    )
-    assert "paris" in r.output.lower()
-    assert r.metadata["input_tokens_count"] > 10
-    assert 0 < r.metadata["generated_tokens_count"] <= 12
+    await answers_with_text_and_usage(client, "smol_tf", max_length=12)
 
 
 async def test_stream_deltas_add_up_to_the_whole_answer(smol, client):
@@ -308,53 +310,34 @@ async def test_stream_deltas_add_up_to_the_whole_answer(smol, client):
 
 
 async def test_max_length_limits_the_answer(smol, client):
-    [r] = await client.chat_oai(
-        "Write a long story about a dragon.",
-        model="smol_tf",
-        llm_config={"max_length": 5, **GREEDY},
-    )
-    assert r.metadata["generated_tokens_count"] == 5
-    assert r.metadata["finish_reason"] == "length"
-    assert 0 < len(r.output.split()) <= 5
+    await max_length_stops_a_long_answer(client, "smol_tf", short=5)
 
 
 async def test_a_stop_word_cuts_the_answer_and_ends_generation(smol, client):
-    [r] = await client.chat_oai(
-        "Write the numbers 1 to 10 separated by commas.",
-        model="smol_tf",
-        llm_config={"max_length": 40, "gen.stop": [","], **GREEDY},
-    )
-    assert r.output.strip() and "," not in r.output
-    assert r.metadata["generated_tokens_count"] < 10, "generation ran on past the stop word"
+    await stop_word_ends_the_answer(client, "smol_tf", max_length=24)
 
 
 async def test_a_stop_string_spanning_tokens_never_reaches_the_stream(smol, client):
-    """``s Pa`` starts inside one token and ends inside the next: held back, then cut."""
-    q = "What is the capital of France? Answer in one word."
-    config = {"max_length": 12, **GREEDY}
-    [whole] = await client.chat_oai(q, model="smol_tf", llm_config=config)
-    assert "is Paris" in whole.output
-    stop = {**config, "gen.stop": ["s Pa"]}
+    """A stop string from the end of one word to the start of the next (``s Pa`` in
+    ``is Paris``) starts inside one token and ends inside another: held back, then cut."""
+    config = {"max_length": 24, **GREEDY}
+    [whole] = await client.chat_oai(LONG, model="smol_tf", llm_config=config)
+    pairs = re.findall(r"[A-Za-z]{2,} [A-Za-z]{3,}", whole.output)
+    assert pairs, f"no two words in a row to stop across: {whole.output!r}"
+    first, second = pairs[len(pairs) // 2].split(" ")
+    stop_string = f"{first[-1]} {second[:2]}"
+    index = whole.output.index(stop_string)
     deltas = [
         t
         async for t, _ in client.stream_chat_oai(
-            q, model="smol_tf", delta_mode=True, llm_config=stop
+            LONG, model="smol_tf", delta_mode=True, llm_config={**config, "gen.stop": [stop_string]}
         )
     ]
-    assert "".join(deltas) == whole.output[: whole.output.index("s Pa")]
+    assert "".join(deltas) == whole.output[:index], (stop_string, whole.output)
 
 
 async def test_chat_prefix_completion_continues_the_assistant_message(smol, client):
-    [r] = await client.chat_oai(
-        [
-            {"role": "user", "content": "What is the capital of France?"},
-            {"role": "assistant", "content": "The capital of France is"},
-        ],
-        model="smol_tf",
-        llm_config={"max_length": 4, **GREEDY},
-    )
-    assert "paris" in r.output.lower()
-    assert not r.output.lstrip().lower().startswith("the capital")
+    await response_prefix_continues_the_answer(client, "smol_tf", max_length=4)
 
 
 async def test_concurrent_requests_do_not_mix_output(smol, client):
@@ -372,24 +355,39 @@ def _generating() -> bool:
 
 
 async def test_leaving_a_stream_stops_generation(smol, client):
-    stream = client.stream_chat_oai(
-        "Write a very long story about a dragon.",
-        model="smol_tf",
-        delta_mode=True,
-        llm_config={"max_length": 400, **GREEDY},
-    )
-    for _ in range(2):
+    backend = smol.backend
+    produced = []  # what the generation thread emitted
+    generate = backend._generate
+
+    def held_after_the_first_word(ids, kwargs, stops, stop, emit):
+        def emit_then_hold(chunk):
+            produced.append(chunk)
+            emit(chunk)
+            if chunk.text and len(produced) == 1:
+                # no next token before the client has left: unless leaving the stream
+                # sets the stop flag, the story then runs on to max_length
+                stop.wait(LIMIT)
+
+        generate(ids, kwargs, stops, stop, emit_then_hold)
+
+    backend._generate = held_after_the_first_word
+    try:
+        stream = client.stream_chat_oai(
+            "Write a very long story about a dragon.",
+            model="smol_tf",
+            delta_mode=True,
+            llm_config={"max_length": 400, **GREEDY},
+        )
         await stream.__anext__()
-    assert _generating()
-    await stream.aclose()
-    deadline = time.monotonic() + 5
-    while _generating() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not _generating(), "the abandoned story was still being generated"
-    start = time.perf_counter()
+        assert _generating()
+        await stream.aclose()
+        await until(lambda: not _generating(), "the generation thread to end")
+    finally:
+        del backend._generate  # the module's other tests share this worker
+    assert not any(c.finish_reason for c in produced), "the abandoned story ran to its end"
+    # the model is free again: a new request is answered
     [r] = await client.chat_oai("Say hi.", model="smol_tf", llm_config={"max_length": 3})
     assert r.output
-    assert time.perf_counter() - start < 10
 
 
 # -- speech to text (custom/whisper) --------------------------------------------------------

