@@ -5,7 +5,10 @@ redis-py, msgpack or a vendor SDK leaks through the public API::
 
     ByzerLLMError
     ├── ConfigurationError            bad input from the user: URL, params, spec
-    │   └── InvalidInferParamsError
+    │   ├── InvalidInferParamsError
+    │   ├── AlreadyDeployedError      deploy without --force over a live deployment
+    │   ├── PromptTemplateError       a prompt function's template is invalid
+    │   └── PromptDefinitionError     a prompt function itself is unusable
     ├── BrokerUnavailableError        Redis refused, timed out, or rejected AUTH
     ├── ProtocolError                 a malformed message on a stream
     ├── ModelNotFoundError            no deployment under that alias
@@ -14,9 +17,14 @@ redis-py, msgpack or a vendor SDK leaks through the public API::
     ├── RequestTooLargeError          request above the configured byte limit
     ├── RequestTimeoutError           the deadline passed (also a TimeoutError)
     ├── RequestCancelledError         the request was cancelled
+    ├── DeployError                   a deployment did not come up; says why
+    │   └── NodeAgentError            a node agent could not start a worker
+    ├── StructuredOutputError         an answer is not the requested type
+    ├── ImplError                     code a model wrote for llm.impl() is unusable
     └── BackendError                  the model backend failed; vendor message kept
         ├── BackendNotFoundError      no backend for a pretrained_model_type
         └── BackendLoadError          the backend could not start
+            └── EngineArgsError       (also a ConfigurationError) bad backend.* param
 
 Errors cross the wire as data (type name, message, retryable), never as
 pickles; :func:`error_from_wire` rebuilds the matching class on the client.
@@ -107,6 +115,51 @@ class BackendLoadError(BackendError):
     """The backend could not be started (bad model path, missing extra...)."""
 
 
+class AlreadyDeployedError(ConfigurationError):
+    """The alias is already deployed; deploy again with ``--force`` to replace it."""
+
+
+class PromptTemplateError(ConfigurationError):
+    """The docstring template is invalid or uses a variable that has no value."""
+
+
+class PromptDefinitionError(ConfigurationError, TypeError):
+    """The prompt function itself is not usable (bad body return value, annotation...)."""
+
+
+class DeployError(ByzerLLMError):
+    """The deployment did not come up; the message says why."""
+
+
+class NodeAgentError(DeployError):
+    """A node agent could not start a worker (no spec, no room); recorded for ``deploy``."""
+
+
+class StructuredOutputError(ByzerLLMError, ValueError):
+    """The answer could not be read as the requested type; ``raw_text`` is the answer."""
+
+    def __init__(self, message: str, raw_text: str) -> None:
+        self.raw_text = raw_text
+        shown = raw_text if len(raw_text) <= 2000 else raw_text[:2000] + " ..."
+        super().__init__(f"{message}\n--- raw answer ---\n{shown}")
+
+
+class ImplError(ByzerLLMError):
+    """The model's code could not be used; ``code`` holds what it wrote."""
+
+    def __init__(self, message: str, code: str) -> None:
+        self.code = code
+        super().__init__(f"{message}\n--- generated code ---\n{code}")
+
+
+class EngineArgsError(ConfigurationError, BackendLoadError):
+    """A ``backend.*`` param the installed engine (vLLM) does not take.
+
+    It can only be found once the engine is imported, in ``start``: so it is
+    both the user's mistake (catch it as ConfigurationError) and a failed
+    start (the worker reports it as a BackendLoadError)."""
+
+
 _WIRE_TYPES: dict[str, type[ByzerLLMError]] = {
     cls.__name__: cls
     for cls in (
@@ -121,6 +174,12 @@ _WIRE_TYPES: dict[str, type[ByzerLLMError]] = {
         BackendError,
         BackendNotFoundError,
         BackendLoadError,
+        EngineArgsError,
+        DeployError,
+        NodeAgentError,
+        AlreadyDeployedError,
+        PromptTemplateError,
+        PromptDefinitionError,
     )
 }
 

@@ -1,23 +1,32 @@
 """byzerllm: deploy LLMs under an alias and program against them, on Redis Streams."""
 
 from byzerllm.broker.errors import (
+    AlreadyDeployedError,
     BackendError,
+    BackendLoadError,
+    BackendNotFoundError,
     BrokerUnavailableError,
     ByzerLLMError,
     ConfigurationError,
+    DeployError,
+    EngineArgsError,
+    ImplError,
+    InvalidInferParamsError,
     ModelNotFoundError,
+    NodeAgentError,
     NoLiveWorkerError,
     OverloadedError,
+    PromptDefinitionError,
+    PromptTemplateError,
+    ProtocolError,
     RequestCancelledError,
     RequestTimeoutError,
     RequestTooLargeError,
+    StructuredOutputError,
 )
 from byzerllm.client import AsyncByzerLLM, ByzerLLM, LLMResponse, SingleOutputMeta
-from byzerllm.client.impl import ImplError
 from byzerllm.client.multimodal import Image
 from byzerllm.client.prompt import MetaHolder, PromptFunction, prompt
-from byzerllm.client.prompt_template import PromptDefinitionError, PromptTemplateError
-from byzerllm.client.structured import StructuredOutputError
 
 __version__ = "0.2.0"
 
@@ -32,22 +41,30 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AlreadyDeployedError",
     "AsyncByzerLLM",
     "BackendError",
+    "BackendLoadError",
+    "BackendNotFoundError",
     "BrokerUnavailableError",
     "ByzerLLM",
     "ByzerLLMError",
     "ConfigurationError",
+    "DeployError",
+    "EngineArgsError",
     "Image",
     "ImplError",
+    "InvalidInferParamsError",
     "LLMResponse",
     "MetaHolder",
     "ModelNotFoundError",
     "NoLiveWorkerError",
+    "NodeAgentError",
     "OverloadedError",
     "PromptDefinitionError",
     "PromptFunction",
     "PromptTemplateError",
+    "ProtocolError",
     "RequestCancelledError",
     "RequestTimeoutError",
     "RequestTooLargeError",

@@ -21,18 +21,10 @@ from typing import Any, get_args, get_type_hints
 
 import pydantic
 
-from byzerllm.broker.errors import ByzerLLMError
+from byzerllm.broker.errors import ImplError
 from byzerllm.client.loop_thread import run_sync
 from byzerllm.client.structured import is_model_type, parse_as
 from byzerllm.client.utils import extract_code
-
-
-class ImplError(ByzerLLMError):
-    """The model's code could not be used; ``code`` holds what it wrote."""
-
-    def __init__(self, message: str, code: str) -> None:
-        self.code = code
-        super().__init__(f"{message}\n--- generated code ---\n{code}")
 
 
 def _signature_text(func: Callable[..., Any]) -> str:

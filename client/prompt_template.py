@@ -16,18 +16,10 @@ from typing import Any
 
 import jinja2
 
-from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.errors import PromptDefinitionError, PromptTemplateError
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
-
-
-class PromptTemplateError(ConfigurationError):
-    """The docstring template is invalid or uses a variable that has no value."""
-
-
-class PromptDefinitionError(ConfigurationError, TypeError):
-    """The prompt function itself is not usable (bad body return value, annotation...)."""
 
 
 def dedent_docstring(doc: str) -> str:

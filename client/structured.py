@@ -16,19 +16,10 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from byzerllm.broker.errors import ByzerLLMError
+from byzerllm.broker.errors import ByzerLLMError, StructuredOutputError
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
-
-class StructuredOutputError(ByzerLLMError, ValueError):
-    """The answer could not be read as the requested type; ``raw_text`` is the answer."""
-
-    def __init__(self, message: str, raw_text: str) -> None:
-        self.raw_text = raw_text
-        shown = raw_text if len(raw_text) <= 2000 else raw_text[:2000] + " ..."
-        super().__init__(f"{message}\n--- raw answer ---\n{shown}")
 
 
 def _balanced(text: str, start: int) -> str:

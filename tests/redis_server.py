@@ -19,7 +19,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``extra``: more redis-server arguments, e.g. ``["--requirepass", "pw"]``."""
+
+    def __init__(self, *extra: str) -> None:
+        self.extra = list(extra)
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="byzerllm-test-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -43,6 +46,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 os.path.join(self.dir, "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from byzerllm import BrokerUnavailableError, ConfigurationError
+from byzerllm import BrokerUnavailableError, ConfigurationError, ModelNotFoundError
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.llm import AsyncByzerLLM
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 
 async def test_refused_connection_names_url_and_fix():
@@ -28,11 +28,31 @@ async def test_password_never_appears_in_errors():
     assert "alice:****@" in str(info.value)
 
 
-async def test_wrong_password_is_reported_as_credentials(redis_server):
-    port = redis_server.port
-    client = AsyncByzerLLM(f"redis://nobody:wrong@127.0.0.1:{port}/0", default_model_name="echo")
-    with pytest.raises(BrokerUnavailableError, match="credentials|cannot reach"):
+@pytest.fixture(scope="module")
+def guarded_redis():
+    """A server that wants a password, as compose.yaml runs it."""
+    server = RedisServer("--requirepass", "right-password").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("auth", [":wrong@", "nobody:wrong@", ""])
+async def test_wrong_password_is_reported_as_credentials(guarded_redis, auth):
+    url = f"redis://{auth}127.0.0.1:{guarded_redis.port}/0"
+    client = AsyncByzerLLM(url, default_model_name="echo")
+    with pytest.raises(BrokerUnavailableError, match="rejected the credentials") as info:
         await client.chat_oai("hi")
+    assert "wrong" not in str(info.value)  # the password is masked
+    assert "--redis_url" in str(info.value)  # and the fix is named
+    await client.aclose()
+
+
+async def test_right_password_is_accepted(guarded_redis):
+    url = f"redis://:right-password@127.0.0.1:{guarded_redis.port}/0"
+    client = AsyncByzerLLM(url, default_model_name="echo")
+    with pytest.raises(ModelNotFoundError):  # connected and asked: nothing is deployed there
+        await client.chat_oai("hi")
+    await client.aclose()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
 import zipfile
@@ -21,15 +24,59 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def _public_names(module: object) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+
+
 def test_public_api_is_declared_once():
-    exported = set(byzerllm.__all__)
-    assert {"ByzerLLM", "AsyncByzerLLM", "ByzerLLMError", "LLMResponse"} <= exported
+    exported = byzerllm.__all__
+    assert exported == sorted(exported), "keep __all__ sorted"
+    assert len(exported) == len(set(exported))
+    assert {"ByzerLLM", "AsyncByzerLLM", "ByzerLLMError", "LLMResponse"} <= set(exported)
     for name in exported:
         assert hasattr(byzerllm, name), name
-    for name in exported - {"__version__"}:
-        obj = getattr(byzerllm, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
-            assert issubclass(obj, byzerllm.ByzerLLMError), name
+    # complete: every public name the package defines or imports is declared
+    missing = _public_names(byzerllm) - set(exported) - {"annotations"}
+    assert not missing, f"public but not in __all__: {sorted(missing)}"
+
+
+def _error_classes() -> dict[str, type[BaseException]]:
+    """Every exception class defined in our modules (importable without extras)."""
+    found: dict[str, type[BaseException]] = {}
+    names = []
+    for package in ("byzerllm", "byzerllm.broker", "byzerllm.client", "byzerllm.workers"):
+        names.append(package)
+        path = importlib.import_module(package).__path__
+        names += [info.name for info in pkgutil.walk_packages(path, package + ".")]
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # an optional extra is missing: its backend is not ours to check
+            continue
+        for attr, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not attr.startswith("_")
+            ):
+                found[attr] = value
+    return found
+
+
+def test_every_error_is_in_the_one_tree_and_exported():
+    classes = _error_classes()
+    assert "ByzerLLMError" in classes and "DeployError" in classes
+    outside = [n for n, c in classes.items() if not issubclass(c, byzerllm.ByzerLLMError)]
+    assert not outside, f"errors outside the ByzerLLMError tree: {outside}"
+    unexported = sorted(set(classes) - set(byzerllm.__all__))
+    assert not unexported, f"errors users cannot import from byzerllm: {unexported}"
+    for name, cls in classes.items():
+        assert getattr(byzerllm, name) is cls, name
 
 
 @pytest.mark.slow

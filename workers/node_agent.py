@@ -28,6 +28,7 @@ from arq.worker import func
 
 from byzerllm.broker import deployments
 from byzerllm.broker.connection import connect
+from byzerllm.broker.errors import NodeAgentError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import arq_settings
 from byzerllm.broker.settings import BrokerSettings
@@ -115,7 +116,7 @@ class NodeAgent:
     async def start_worker(self, ctx: dict[str, Any], alias: str, generation: int) -> str:
         spec = await deployments.load(self._redis, self.keys, alias)
         if spec is None:
-            raise RuntimeError(f"no deployment {alias!r} to start a worker for")
+            raise NodeAgentError(f"no deployment {alias!r} to start a worker for")
         gpu_ids = self._take_gpus(spec)
         slot = f"{alias}#{uuid.uuid4().hex[:8]}"
         child = Child(
@@ -131,7 +132,7 @@ class NodeAgent:
         used_cpus, used = self.used()
         free = [g for g in range(self.gpus) if g not in used]
         if len(free) < want or self.cpus - used_cpus < spec.cpus_per_worker:
-            raise RuntimeError(
+            raise NodeAgentError(
                 f"node {self.node_id} cannot fit a worker of {spec.alias!r}: needs "
                 f"{spec.cpus_per_worker:g} CPUs / {want} GPUs, has "
                 f"{self.cpus - used_cpus:g} CPUs / {len(free)} GPUs free"

@@ -34,11 +34,16 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
+from byzerllm.broker.errors import (
+    BackendError,
+    BackendLoadError,
+    ConfigurationError,
+    EngineArgsError,
+)
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Backend, Chunk, content_text
-from byzerllm.workers.backends.saas.params import first, number, stop_list
+from byzerllm.workers.llm_config import first, number, stop_list
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +64,6 @@ _SAMPLING_NUMBERS: tuple[tuple[str, type[int] | type[float]], ...] = (
     ("frequency_penalty", float),
     ("seed", int),
 )
-
-
-class EngineArgsError(ConfigurationError, BackendLoadError):
-    """A ``backend.*`` param the installed vLLM does not take.
-
-    It can only be found once vLLM is imported, in ``start``: so it is both the
-    user's mistake (catch it as ConfigurationError) and a failed start (the
-    worker reports it as a BackendLoadError)."""
 
 
 def engine_params(infer_params: dict[str, Any]) -> dict[str, Any]:
