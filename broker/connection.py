@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.settings import BrokerSettings
+
+T = TypeVar("T")
 
 
 def reply_of(command: Any) -> Awaitable[Any]:
@@ -79,6 +81,18 @@ async def connect(settings: BrokerSettings, *, blocking: bool = False) -> aiored
             await client.aclose()
             raise
     return client
+
+
+async def unless_answer(command: Awaitable[T], *fragments: str, default: T) -> T:
+    """The command's reply, or ``default`` when Redis answers an error naming one
+    of ``fragments`` (``BUSYGROUP``, ``NOGROUP``, ``no such key``): the answers
+    that mean "already so" or "nothing there" rather than a failure."""
+    try:
+        return await command
+    except rex.ResponseError as exc:
+        if any(f in str(exc) for f in fragments):
+            return default
+        raise
 
 
 def raise_if_cancelling() -> None:

@@ -76,6 +76,18 @@ async def set_state(
         await reply_of(redis.hset(keys.alias(alias).spec, mapping=fields))
 
 
+async def remove(redis: aioredis.Redis, keys: Keys, alias: str) -> None:
+    """Delete every key of the alias (after its workers left) and forget the alias."""
+    ak = keys.alias(alias)
+    worker_ids = [text(w) for w in await reply_of(redis.smembers(ak.workers))]
+    pipe = redis.pipeline(transaction=False)
+    pipe.delete(
+        ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
+    )
+    pipe.srem(keys.models, alias)
+    await pipe.execute()
+
+
 async def publish_control(
     redis: aioredis.Redis, keys: Keys, alias: str, message: dict[str, Any]
 ) -> None:

@@ -1,36 +1,27 @@
-"""Scheduler state: what the worker hashes hold and how `stat` reads them.
+"""Scheduler state: the worker hashes, written and read through one model.
 
-Workers write these hashes (see ``byzerllm.workers``); anything may read them:
-the CLI, a dashboard, RedisInsight. Times are epoch seconds as strings.
+Workers write their hash (``P:{A}:worker:W``), their heartbeat expiry
+(``P:{A}:alive``) and their last work time (``P:{A}:lru``) through the
+functions here; anything may read them: the CLI, a dashboard, RedisInsight.
+Times are epoch seconds as strings, flags ``"1"``/``"0"``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from byzerllm.broker.connection import reply_of
-from byzerllm.broker.keys import Keys, text
-
-WORKER_FIELDS = (
-    "host",
-    "pid",
-    "backend",
-    "max_concurrency",
-    "free_slots",
-    "total_requests",
-    "last_work_time",
-    "heartbeat",
-    "ready",
-    "started",
-    "last_error",
-)
+from byzerllm.broker.connection import reply_of, unless_answer
+from byzerllm.broker.keys import GROUP, AliasKeys, Keys, text
 
 
 class WorkerState(BaseModel):
+    """One worker's hash. ``alive`` is not stored: it comes from the alive zset."""
+
     worker_id: str
     host: str = ""
     pid: int = 0
@@ -43,13 +34,178 @@ class WorkerState(BaseModel):
     ready: bool = False
     started: float = 0.0
     last_error: str = ""
+    generation: int = 0
+    gpu_ids: str = ""
     alive: bool = False
 
     @classmethod
     def from_hash(cls, worker_id: str, raw: dict[bytes, bytes], alive: bool) -> WorkerState:
-        data: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        data: dict[str, Any] = {text(k): text(v) for k, v in raw.items()}
         data["ready"] = data.get("ready") == "1"
-        return cls.model_validate({"worker_id": worker_id, "alive": alive, **data})
+        data = {k: v for k, v in data.items() if k in HASH_FIELDS}
+        return cls.model_validate({**data, "worker_id": worker_id, "alive": alive})
+
+    def to_hash(self) -> dict[str, str]:
+        """Every stored field, as the strings Redis keeps."""
+        return hash_fields(**{name: getattr(self, name) for name in HASH_FIELDS})
+
+
+HASH_FIELDS = tuple(f for f in WorkerState.model_fields if f not in ("worker_id", "alive"))
+
+
+def hash_fields(**values: Any) -> dict[str, str]:
+    """Some fields of a worker hash, checked against the model and encoded for Redis."""
+    unknown = set(values) - set(HASH_FIELDS)
+    if unknown:
+        raise ValueError(f"not worker hash fields: {sorted(unknown)}")
+    return {
+        name: ("1" if value else "0") if isinstance(value, bool) else str(value)
+        for name, value in values.items()
+    }
+
+
+# -- what a worker writes ---------------------------------------------------------------
+
+
+async def register_worker(
+    redis: aioredis.Redis,
+    keys: Keys,
+    alias: str,
+    state: WorkerState,
+    spec_fields: dict[str, str],
+) -> None:
+    """Announce a starting worker; the spec hash is written only when no deployment
+    owns it (a worker started by hand describes its own alias)."""
+    ak = keys.alias(alias)
+    managed = await reply_of(redis.hexists(ak.spec, "managed"))
+    pipe = redis.pipeline(transaction=False)
+    if not managed:
+        pipe.hset(ak.spec, mapping=spec_fields)
+    pipe.sadd(keys.models, alias)
+    pipe.sadd(ak.workers, state.worker_id)
+    pipe.hset(ak.worker(state.worker_id), mapping=state.to_hash())
+    await pipe.execute()
+
+
+async def update_worker(
+    redis: aioredis.Redis, ak: AliasKeys, worker_id: str, **values: Any
+) -> None:
+    """Write some fields of a worker's hash now (e.g. ``ready=True``)."""
+    await reply_of(redis.hset(ak.worker(worker_id), mapping=hash_fields(**values)))
+
+
+async def heartbeat(
+    redis: aioredis.Redis,
+    ak: AliasKeys,
+    worker_id: str,
+    *,
+    ttl: float,
+    free_slots: int,
+    held_entries: Sequence[str],
+) -> None:
+    """Stay alive for ``ttl`` seconds, and keep the entries we hold from looking idle
+    (so live peers do not claim them)."""
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    pipe.zadd(ak.alive, {worker_id: now + ttl})
+    pipe.hset(ak.worker(worker_id), mapping=hash_fields(heartbeat=now, free_slots=free_slots))
+    if held_entries:
+        held: list[Any] = list(held_entries)
+        pipe.xclaim(ak.requests, GROUP, worker_id, 0, held, justid=True)
+    await pipe.execute()
+
+
+def stage_worker_state(
+    pipe: Any, ak: AliasKeys, worker_id: str, fields: dict[str, str], last_work: float | None
+) -> None:
+    """Queue coalesced state writes on a pipeline the caller executes (the reply writer's)."""
+    if fields:
+        pipe.hset(ak.worker(worker_id), mapping=fields)
+    if last_work is not None:
+        pipe.zadd(ak.lru, {worker_id: last_work})
+
+
+async def forget_worker(redis: aioredis.Redis, ak: AliasKeys, worker_id: str) -> None:
+    """Remove a worker's state; its consumer too once it holds no entry.
+
+    A consumer with pending entries stays, so that a live peer can still
+    claim (and answer) them.
+    """
+    pending = await _pending_by_consumer(redis, ak)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zrem(ak.alive, worker_id)
+    pipe.zrem(ak.lru, worker_id)
+    pipe.srem(ak.workers, worker_id)
+    pipe.delete(ak.worker(worker_id))
+    if worker_id in pending and not pending[worker_id]:
+        pipe.xgroup_delconsumer(ak.requests, GROUP, worker_id)
+    await pipe.execute()
+
+
+async def forget_dead_workers(redis: aioredis.Redis, ak: AliasKeys, silent_since: float) -> int:
+    """Forget workers whose heartbeat expired before ``silent_since`` and that hold
+    nothing; returns how many were forgotten."""
+    dead = [text(w) for w in await redis.zrangebyscore(ak.alive, "-inf", silent_since)]
+    if not dead:
+        return 0
+    pending = await _pending_by_consumer(redis, ak)
+    gone = [w for w in dead if not pending.get(w, 0)]
+    for worker_id in gone:
+        await forget_worker(redis, ak, worker_id)
+    return len(gone)
+
+
+async def _pending_by_consumer(redis: aioredis.Redis, ak: AliasKeys) -> dict[str, int]:
+    """Entries each consumer holds; none before the group exists."""
+    consumers = await unless_answer(
+        redis.xinfo_consumers(ak.requests, GROUP), "no such key", "NOGROUP", default=[]
+    )
+    return {text(c["name"]): int(c["pending"]) for c in consumers}
+
+
+# -- what everyone reads ----------------------------------------------------------------
+
+
+async def read_workers(
+    redis: aioredis.Redis, ak: AliasKeys, worker_ids: Iterable[str] | None = None
+) -> list[WorkerState]:
+    """The live workers (heartbeat not expired) in LRU order, longest idle first.
+
+    With ``worker_ids``, those workers whatever their heartbeat (``alive`` says).
+    """
+    now = time.time()
+    alive_ids = [text(m) for m in await redis.zrangebyscore(ak.alive, now, "+inf")]
+    ids = alive_ids if worker_ids is None else list(worker_ids)
+    scored: list[Any] = await redis.zrange(ak.lru, 0, -1, withscores=True)
+    lru_order = {text(m): float(s) for m, s in scored}
+    ids.sort(key=lambda w: lru_order.get(w, 0.0))
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.hgetall(ak.worker(worker_id))
+    raws = await pipe.execute()
+    alive = set(alive_ids)
+    return [
+        WorkerState.from_hash(worker_id, raw, alive=worker_id in alive)
+        for worker_id, raw in zip(ids, raws, strict=True)
+        if raw
+    ]
+
+
+async def all_worker_ids(redis: aioredis.Redis, ak: AliasKeys) -> list[str]:
+    return sorted(text(w) for w in await reply_of(redis.smembers(ak.workers)))
+
+
+async def ready_workers(
+    redis: aioredis.Redis, keys: Keys, alias: str, generation: int | None = None
+) -> int:
+    """Live, ready workers of the alias (of one deployment generation, if given)."""
+    return sum(
+        1
+        for w in await read_workers(redis, keys.alias(alias))
+        if w.ready and (generation is None or w.generation == generation)
+    )
 
 
 class AliasStat(BaseModel):
@@ -89,25 +245,9 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
     if not await redis.exists(ak.spec):
         return None
     now = time.time()
-    alive_ids = [text(m) for m in await redis.zrangebyscore(ak.alive, now, "+inf")]
-    scored: list[Any] = await redis.zrange(ak.lru, 0, -1, withscores=True)
-    lru_order = {text(m): float(s) for m, s in scored}
-    alive_ids.sort(key=lambda w: lru_order.get(w, 0.0))
-    pipe = redis.pipeline(transaction=False)
-    for wid in alive_ids:
-        pipe.hgetall(ak.worker(wid))
-    raws = await pipe.execute() if alive_ids else []
-    workers = [
-        WorkerState.from_hash(wid, raw, alive=True)
-        for wid, raw in zip(alive_ids, raws, strict=True)
-        if raw
-    ]
-    waiting = int(await redis.xlen(ak.requests))
-    try:
-        pending = await redis.xpending(ak.requests, "workers")
-        waiting -= int(pending["pending"])
-    except Exception:  # no group yet: nothing is pending
-        pass
+    workers = await read_workers(redis, ak)
+    pending = await _pending_by_consumer(redis, ak)
+    waiting = int(await redis.xlen(ak.requests)) - sum(pending.values())
     busy = sum(1 for w in workers if w.free_slots < w.max_concurrency)
     return AliasStat(
         alias=alias,

@@ -1,94 +1,26 @@
 """``SimpleByzerLLM``: the pure-client mode, the backend runs in the calling process.
 
-No Redis at all: ``deploy`` builds the same backend class a worker would
-and the client talks to it through an in-process channel with the shape of
-the Redis one, so chat_oai, stream_chat_oai, embeddings, prompt functions,
-tools and impl behave exactly as with ``ByzerLLM``. This module sits at the
-top of the package because it joins the two halves that otherwise never
-import each other: the client and the worker backends.
+No Redis at all: ``deploy`` builds the same backend class a worker would,
+and the client talks to it through the in-process channel of
+:mod:`byzerllm.workers.inprocess`, so chat_oai, stream_chat_oai, embeddings,
+prompt functions, tools and impl behave exactly as with ``ByzerLLM``. This
+public class is the one place that joins the two halves that otherwise never
+import each other (the client and the workers), so it lives at the top.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from byzerllm.broker.errors import ConfigurationError, ModelNotFoundError
-from byzerllm.broker.messages import ChatPayload, EmbedPayload, Reply, ReplyType, RequestKind
+from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.client.loop_thread import run_sync
 from byzerllm.client.sync import ByzerLLM
-from byzerllm.workers.backend import Backend, ChatTally
+from byzerllm.workers.backend import Backend
+from byzerllm.workers.inprocess import InProcessChannel
 from byzerllm.workers.registry import backend_class
-
-
-@dataclass
-class _LocalCall:
-    rid: str
-    alias: str
-    kind: RequestKind
-    payload: dict[str, Any]
-
-
-class _InProcessChannel:
-    """Answers ``submit``/``replies`` like RequestChannel, by running the backend here."""
-
-    def __init__(self, backends: dict[str, Backend]) -> None:
-        self.backends = backends
-        self._seq = itertools.count()
-
-    async def submit(
-        self, alias: str, kind: RequestKind, payload: dict[str, Any], timeout: float | None
-    ) -> _LocalCall:
-        if alias not in self.backends:
-            raise ModelNotFoundError(
-                alias,
-                f"no model is deployed under {alias!r} in this SimpleByzerLLM; call "
-                f"llm.deploy(model_path=..., pretrained_model_type=..., udf_name={alias!r}, "
-                "infer_params={...}) first",
-            )
-        return _LocalCall(uuid.uuid4().hex, alias, kind, payload)
-
-    def _reply(self, call: _LocalCall, type_: ReplyType, data: dict[str, Any]) -> Reply:
-        return Reply(rid=call.rid, seq=next(self._seq), type=type_, data=data)
-
-    async def replies(self, call: _LocalCall) -> AsyncIterator[Reply]:
-        backend = self.backends[call.alias]
-        if call.kind is RequestKind.CHAT:
-            async for reply in self._chat(call, backend):
-                yield reply
-        elif call.kind is RequestKind.EMBED:
-            payload = EmbedPayload.model_validate(call.payload)
-            start = time.perf_counter()
-            vectors = await backend.embed(payload.texts, payload.llm_config)
-            meta = {
-                "request_id": call.rid,
-                "time_cost": time.perf_counter() - start,
-                "input_tokens_count": sum(len(t.split()) for t in payload.texts),
-                "generated_tokens_count": 0,
-            }
-            yield self._reply(call, ReplyType.END, {"output": vectors, "meta": meta})
-        else:
-            yield self._reply(call, ReplyType.END, {"output": backend.meta()})
-
-    async def _chat(self, call: _LocalCall, backend: Backend) -> AsyncIterator[Reply]:
-        payload = ChatPayload.model_validate(call.payload)
-        tally = ChatTally()
-        async for chunk in backend.run_chat(payload):
-            if tally.add(chunk) and payload.stream:
-                delta = {"text": chunk.text, "reasoning": chunk.reasoning}
-                yield self._reply(call, ReplyType.DELTA, delta)
-        yield self._reply(call, ReplyType.END, tally.end_data(call.rid, payload.stream))
-
-    async def aclose(self) -> None:
-        for backend in list(self.backends.values()):
-            await backend.aclose()
 
 
 class AsyncSimpleByzerLLM(AsyncByzerLLM):
@@ -97,7 +29,7 @@ class AsyncSimpleByzerLLM(AsyncByzerLLM):
     def __init__(self, default_model_name: str | None = "deepseek_chat") -> None:
         super().__init__(settings=BrokerSettings(), default_model_name=default_model_name)
         self.deployments: dict[str, Backend] = {}
-        self._local = _InProcessChannel(self.deployments)
+        self._local = InProcessChannel(self.deployments)
 
     @property
     def channel(self) -> Any:

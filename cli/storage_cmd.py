@@ -40,8 +40,8 @@ async def _start(
     emb_model_path: str | None,
     gpus: float,
 ) -> None:
-    from byzerllm.apps.byzer_storage.service import deploy_embedding_model, embedding_spec
     from byzerllm.cli.local import ensure_cluster
+    from byzerllm.client.storage_service import deploy_embedding_model, embedding_spec
 
     if enable_emb:
         embedding_spec(emb_model, emb_model_path, gpus)  # a bad path fails before anything starts

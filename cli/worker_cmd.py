@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import cast
 
 import click
 
@@ -84,7 +85,7 @@ def spec_from_flags(flags: dict[str, object]) -> DeploySpec:
             pretrained_model_type=str(flags["pretrained_model_type"]),
             infer_backend=str(flags.get("infer_backend") or ""),
             model_path=str(flags.get("model_path") or ""),
-            infer_params=parse_infer_params(flags.get("infer_params") or ()),
+            infer_params=parse_infer_params(cast(tuple[str, ...], flags.get("infer_params") or ())),
             worker_concurrency=_concurrency(flags),
             num_workers=int(flags["num_workers"]),  # type: ignore[call-overload]
             cpus_per_worker=float(flags["cpus_per_worker"]),  # type: ignore[arg-type]

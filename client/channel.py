@@ -13,37 +13,19 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
-
-from redis import exceptions as rex
 
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
-from byzerllm.broker.errors import (
-    ModelNotFoundError,
-    NoLiveWorkerError,
-    OverloadedError,
-    ProtocolError,
-    RequestTimeoutError,
-    RequestTooLargeError,
-    error_from_wire,
-)
+from byzerllm.broker.errors import ProtocolError, RequestTimeoutError, error_from_wire
 from byzerllm.broker.keys import Keys
-from byzerllm.broker.messages import (
-    VERSION,
-    Reply,
-    ReplyType,
-    RequestKind,
-    decode_replies,
-    pack,
-)
+from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, decode_replies
+from byzerllm.broker.replies import REPLY_TTL, ReplyStream
+from byzerllm.broker.requests import Admission
 from byzerllm.broker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
-_SUBMIT_LUA = resources.files("byzerllm.broker").joinpath("submit.lua").read_text()
-REPLY_TTL = 60  # seconds a reply stream outlives its client
 TRIM_EVERY = 256  # reply entries read between two trims of the reply stream
 
 
@@ -70,7 +52,6 @@ class RequestChannel:
         self._reader_task: asyncio.Task[None] | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._sha = ""
         self._closed = False
         self._untrimmed = 0
 
@@ -83,20 +64,17 @@ class RequestChannel:
             self._redis = await connect(self.settings)
             self._blocking = await connect(self.settings, blocking=True)
             self._batcher = CommandBatcher(self._redis)
+            self._admission = Admission(self._redis, self._batcher, self.settings)
+            self._replies = ReplyStream(
+                self._redis, self._blocking, self._batcher, self.keys, self.client_id
+            )
             with redis_errors(self.settings):
-                self._sha = await self._redis.script_load(_SUBMIT_LUA)
-                self._last_id = await self._create_reply_stream()
+                await self._admission.load()
+                self._last_id = await self._replies.create()
             self._reader_task = asyncio.get_running_loop().create_task(
                 self._read_loop(), name="byzerllm-reply-reader"
             )
             self._started = True
-
-    async def _create_reply_stream(self) -> bytes:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(self.reply_key, {b"hello": b"1"})
-        pipe.expire(self.reply_key, REPLY_TTL)
-        entry_id, _ = await pipe.execute()
-        return entry_id
 
     async def aclose(self) -> None:
         if self._closed or not self._started:
@@ -108,7 +86,7 @@ class RequestChannel:
             await asyncio.gather(self._reader_task, return_exceptions=True)
         await self._batcher.aclose()
         try:
-            await self._redis.delete(self.reply_key)
+            await self._replies.delete()
         except Exception:  # it expires by itself
             pass
         await self._blocking.aclose()
@@ -122,61 +100,29 @@ class RequestChannel:
         if not self._started:
             await self.start()
         now = time.time()
-        rid = uuid.uuid4().hex
-        deadline = now + timeout if timeout else None
-        data = pack(
-            {
-                "v": VERSION,
-                "id": rid,
-                "alias": alias,
-                "kind": kind.value,
-                "payload": payload,
-                "reply_to": self.reply_key,
-                "deadline": deadline,
-                "attempt": 0,
-                "created": now,
-            }
+        request = Request(
+            id=uuid.uuid4().hex,
+            alias=alias,
+            kind=kind,
+            payload=payload,
+            reply_to=self.reply_key,
+            deadline=now + timeout if timeout else None,
+            created=now,
         )
-        if len(data) > self.settings.max_request_bytes:
-            raise RequestTooLargeError(
-                f"the request for {alias!r} is {len(data)} bytes, above the limit of "
-                f"{self.settings.max_request_bytes}; send less (smaller images, fewer texts) "
-                "or raise BYZERLLM_MAX_REQUEST_BYTES on clients and workers"
-            )
-        call = Call(rid, alias, deadline)
-        self._calls[rid] = call
+        call = Call(request.id, alias, request.deadline)
+        self._calls[request.id] = call
         try:
-            result = await self._admit(alias, data)
+            with redis_errors(self.settings):
+                await self._admission.submit(request)
         except BaseException:
-            self._calls.pop(rid, None)
+            self._calls.pop(request.id, None)
             raise
-        code = int(result[0])
-        if code != 0:
-            self._calls.pop(rid, None)
-            if code == 1:
-                raise ModelNotFoundError(alias)
-            if code == 2:
-                raise NoLiveWorkerError(alias)
-            raise OverloadedError(
-                f"{int(result[1])} requests already wait for {alias!r} (limit {int(result[2])}); "
-                "retry later, add workers, or raise the alias' max_waiting"
-            )
         return call
-
-    async def _admit(self, alias: str, data: bytes) -> list[Any]:
-        ak = self.keys.alias(alias)
-        args = (3, ak.spec, ak.alive, ak.requests, data, self.settings.max_waiting)
-        with redis_errors(self.settings):
-            try:
-                return await self._batcher.call("EVALSHA", self._sha, *args)
-            except rex.NoScriptError:  # the server restarted or was flushed
-                self._sha = await self._redis.script_load(_SUBMIT_LUA)
-                return await self._batcher.call("EVALSHA", self._sha, *args)
 
     def cancel(self, call: Call) -> None:
         """Forget the call and tell the workers to stop it."""
         if self._calls.pop(call.rid, None) is not None and not self._closed:
-            self._batcher.send("PUBLISH", self.keys.alias(call.alias).cancel_channel, call.rid)
+            self._admission.cancel(call.alias, call.rid)
 
     # -- receiving -------------------------------------------------------------------
 
@@ -221,9 +167,8 @@ class RequestChannel:
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             try:
-                response = await self._blocking.xread(
-                    {self.reply_key: self._last_id}, count=1000, block=1000
-                )
+                with redis_errors(self.settings):
+                    entries = await self._replies.read(self._last_id, block_ms=1000)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -238,8 +183,8 @@ class RequestChannel:
             if failures:
                 log.warning("reading replies works again")
                 failures = 0
-            if response:
-                self._dispatch(response[0][1])
+            if entries:
+                self._dispatch(entries)
             if time.monotonic() - last_refresh > REPLY_TTL / 3:
                 last_refresh = time.monotonic()
                 await self._refresh()
@@ -254,20 +199,7 @@ class RequestChannel:
                 replies = decode_replies(fields)
             except ProtocolError as exc:
                 log.warning("dead-lettering malformed reply entry %r: %s", entry_id, exc)
-                self._batcher.send(
-                    "XADD",
-                    self.keys.dead_letter,
-                    "MAXLEN",
-                    "~",
-                    10000,
-                    "*",
-                    "reason",
-                    str(exc),
-                    "stream",
-                    self.reply_key,
-                    "entry_id",
-                    entry_id,
-                )
+                self._replies.dead_letter(entry_id, str(exc))
                 continue
             for item in replies:
                 call = calls.get(item.rid)
@@ -281,14 +213,17 @@ class RequestChannel:
         self._untrimmed += len(entries)
         if self._untrimmed >= TRIM_EVERY:
             self._untrimmed = 0
-            self._batcher.send("XTRIM", self.reply_key, "MINID", self._last_id)
+            self._replies.trim(self._last_id)
 
     async def _refresh(self) -> None:
         try:
-            if not await self._redis.expire(self.reply_key, REPLY_TTL):
-                self._last_id = await self._create_reply_stream()
+            with redis_errors(self.settings):
+                recreated = await self._replies.keep_alive()
         except Exception as exc:
             log.warning("refreshing the reply stream failed: %s", exc)
+            return
+        if recreated is not None:
+            self._last_id = recreated
 
 
 _channels: dict[tuple[int, str, str], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}

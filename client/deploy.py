@@ -13,27 +13,21 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from arq import create_pool
 
-from byzerllm.broker import deployments
-from byzerllm.broker.connection import connect, redis_errors, reply_of
-from byzerllm.broker.errors import ByzerLLMError, ConfigurationError, ModelNotFoundError
-from byzerllm.broker.keys import GROUP, Keys, text
-from byzerllm.broker.messages import FIELD, ReplyType, decode_request, encode_replies, reply
+from byzerllm.broker import deployments, requests, state
+from byzerllm.broker.connection import connect, redis_errors
+from byzerllm.broker.errors import (
+    AlreadyDeployedError,
+    DeployError,
+    ModelNotFoundError,
+)
+from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import NodeState, arq_settings, list_nodes
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
-
-
-class DeployError(ByzerLLMError):
-    """The deployment did not come up; the message says why."""
-
-
-class AlreadyDeployedError(ConfigurationError):
-    pass
 
 
 @dataclass
@@ -133,21 +127,6 @@ async def _deploy(
     return progress
 
 
-async def ready_workers(
-    redis: aioredis.Redis, keys: Keys, alias: str, generation: int | None = None
-) -> int:
-    ak = keys.alias(alias)
-    alive = {text(w) for w in await redis.zrangebyscore(ak.alive, time.time(), "+inf")}
-    count = 0
-    for wid in alive:
-        info = await reply_of(redis.hgetall(ak.worker(wid)))
-        if info.get(b"ready") != b"1":
-            continue
-        if generation is None or info.get(b"generation") == str(generation).encode():
-            count += 1
-    return count
-
-
 async def _wait_ready(
     redis: aioredis.Redis,
     keys: Keys,
@@ -159,16 +138,16 @@ async def _wait_ready(
     deadline = time.monotonic() + timeout
     while True:
         info = await deployments.info(redis, keys, spec.alias) or {}
-        state = info.get("state", "")
-        ready = await ready_workers(redis, keys, spec.alias, generation)
-        progress = Progress(spec.alias, ready, spec.num_workers, state)
+        phase = info.get("state", "")
+        ready = await state.ready_workers(redis, keys, spec.alias, generation)
+        progress = Progress(spec.alias, ready, spec.num_workers, phase)
         if on_progress:
             on_progress(progress)
         if ready >= spec.num_workers:
             return progress
-        if state in (deployments.FAILED, deployments.DEGRADED):
+        if phase in (deployments.FAILED, deployments.DEGRADED):
             raise DeployError(
-                f"workers of {spec.alias!r} failed to start: {info.get('last_error') or state}"
+                f"workers of {spec.alias!r} failed to start: {info.get('last_error') or phase}"
             )
         if time.monotonic() > deadline:
             raise DeployError(
@@ -192,35 +171,15 @@ async def undeploy(settings: BrokerSettings, alias: str, timeout: float = 120.0)
 
 async def _undeploy(redis: aioredis.Redis, keys: Keys, alias: str, timeout: float) -> bool:
     ak = keys.alias(alias)
-    if not await redis.exists(ak.spec):
+    if not await deployments.info(redis, keys, alias):
         return False
     await deployments.set_state(redis, keys, alias, deployments.UNDEPLOYING)
     await deployments.publish_control(redis, keys, alias, {"op": "drain"})
     deadline = time.monotonic() + timeout
-    while await redis.zcount(ak.alive, time.time(), "+inf") and time.monotonic() < deadline:
+    while await state.read_workers(redis, ak) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         await deployments.publish_control(redis, keys, alias, {"op": "drain"})
-    await _answer_queued(redis, keys, alias)
-    worker_ids = [text(w) for w in await reply_of(redis.smembers(ak.workers))]
-    await redis.delete(
-        ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
-    )
-    await reply_of(redis.srem(keys.models, alias))
-    return True
-
-
-async def _answer_queued(redis: aioredis.Redis, keys: Keys, alias: str) -> None:
-    """Requests nobody will serve any more get an answer instead of a timeout."""
-    ak = keys.alias(alias)
     err = ModelNotFoundError(alias, f"{alias!r} was undeployed before this request ran")
-    pipe = redis.pipeline(transaction=False)
-    entries: Any = await redis.xrange(ak.requests)
-    for entry_id, fields in entries:
-        try:
-            request = decode_request(fields)
-        except ByzerLLMError:
-            continue
-        item = reply(request.id, 0, ReplyType.ERROR, err.to_wire(), request.attempt)
-        pipe.xadd(request.reply_to, {FIELD: encode_replies([item])}, nomkstream=True)
-        pipe.xack(ak.requests, GROUP, entry_id)
-    await pipe.execute()
+    await requests.answer_queued(redis, ak, err)
+    await deployments.remove(redis, keys, alias)
+    return True

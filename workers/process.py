@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from byzerllm.broker.connection import connect
+from byzerllm.broker import state
+from byzerllm.broker.connection import connect, redis_errors
 from byzerllm.broker.errors import BackendLoadError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
@@ -129,7 +130,6 @@ async def wait_ready(
     redis = await connect(settings)
     ak = Keys(settings.prefix).alias(worker.alias)
     deadline = time.monotonic() + timeout
-    pid = str(worker.pid).encode()
     try:
         while time.monotonic() < deadline:
             if worker.proc.poll() is not None:
@@ -137,10 +137,11 @@ async def wait_ready(
                     f"the worker for {worker.alias!r} exited with code "
                     f"{worker.proc.returncode}: {worker.log_tail()}"
                 )
-            for wid in await redis.smembers(ak.workers):
-                info = await redis.hgetall(ak.worker(wid.decode()))
-                if info.get(b"pid") == pid and info.get(b"ready") == b"1":
-                    return
+            with redis_errors(settings):
+                ids = await state.all_worker_ids(redis, ak)
+                workers = await state.read_workers(redis, ak, ids)
+            if any(w.pid == worker.pid and w.ready for w in workers):
+                return
             await asyncio.sleep(0.05)
     finally:
         await redis.aclose()

@@ -19,8 +19,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from byzerllm.broker.connection import raise_if_cancelling
-from byzerllm.broker.keys import GROUP, AliasKeys
-from byzerllm.broker.messages import FIELD, ReplyType, encode_replies, reply
+from byzerllm.broker.keys import AliasKeys
+from byzerllm.broker.messages import ReplyType, reply
+from byzerllm.broker.replies import stage_replies
+from byzerllm.broker.requests import dead_letter_entry, stage_acks, stage_dead_letters
+from byzerllm.broker.state import stage_worker_state
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ class ReplyWriter:
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._worker_key = keys.worker(worker_id)
         self._worker_id = worker_id
         self._on_client_gone = on_client_gone
         self._pending: dict[str, list[dict[str, Any]]] = {}
@@ -117,10 +119,7 @@ class ReplyWriter:
         self._wakeup.set()
 
     def dead_letter(self, entry_id: str, fields: dict[bytes, bytes], reason: str) -> None:
-        entry: dict[str, Any] = {"entry_id": entry_id, "reason": reason, "at": str(time.time())}
-        for key, value in list(fields.items())[:16]:
-            entry[f"field:{key!r}"] = value[:4096]
-        self._dead.append(entry)
+        self._dead.append(dead_letter_entry(entry_id, fields, reason))
         self.ack(entry_id)
 
     def state(self, fields: dict[str, str], last_work: float | None = None) -> None:
@@ -201,19 +200,13 @@ class ReplyWriter:
         lru: dict[str, float],
     ) -> None:
         keys = self._keys
-        pipe: Any = self._redis.pipeline(transaction=False)  # redis-py types fields narrowly
+        pipe = self._redis.pipeline(transaction=False)
         streams = list(pending)
         for stream in streams:
-            pipe.xadd(stream, {FIELD: encode_replies(pending[stream])}, nomkstream=True)
-        for entry in dead:
-            pipe.xadd(keys.dead_letter, entry, maxlen=10_000, approximate=True)
-        if acks:
-            pipe.xack(keys.requests, GROUP, *acks)
-            pipe.xdel(keys.requests, *acks)
-        if state:
-            pipe.hset(self._worker_key, mapping=state)
-        if lru:
-            pipe.zadd(keys.lru, lru)
+            stage_replies(pipe, stream, pending[stream])
+        stage_dead_letters(pipe, keys.dead_letter, dead)
+        stage_acks(pipe, keys, acks)
+        stage_worker_state(pipe, keys, self._worker_id, state, lru.get(self._worker_id))
         results = await pipe.execute(raise_on_error=False)
         for stream, result in zip(streams, results, strict=False):
             if result is None:  # NOMKSTREAM: the client's reply stream expired

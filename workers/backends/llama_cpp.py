@@ -57,7 +57,7 @@ from byzerllm.broker.errors import BackendError, BackendLoadError, Configuration
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text
-from byzerllm.workers.backends.saas.params import stop_list
+from byzerllm.workers.llm_config import stop_list
 
 # Contexts per worker on CPU when ``parallel`` is not given: llama.cpp generates
 # on half of the cores by default, so two contexts use them all (see above).
@@ -360,7 +360,7 @@ class LlamaCppBackend(Backend):
             bos_token=self._bos_text,
             add_generation_prompt=add_generation_prompt,
         )
-        return formatter(messages=messages).prompt  # type: ignore[arg-type]
+        return formatter(messages=cast(Any, messages)).prompt
 
     def continuation_prompt(self, conversations: list[dict[str, Any]]) -> str:
         """The chat template applied to the conversation, its last assistant turn left open.
@@ -470,4 +470,4 @@ class LlamaCppBackend(Backend):
         llama = await self._embedding_model()
         loop = asyncio.get_running_loop()
         vectors = await loop.run_in_executor(self._embed_thread, self._embed_now, llama, texts)
-        return cast(list[list[float]], vectors)
+        return vectors

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Generator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import Field, SecretStr
 
@@ -140,7 +140,7 @@ class BedrockBackend(SaasBackend):
             response = await asyncio.to_thread(client.invoke_model_with_response_stream, **call)
             events = _events(response["body"])
             while (event := await asyncio.to_thread(next, events, _END)) is not _END:
-                piece = reader.feed(event)
+                piece = reader.feed(cast(dict[str, Any], event))
                 if piece is not None:
                     yield piece
         except Exception as exc:

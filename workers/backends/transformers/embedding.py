@@ -62,8 +62,11 @@ class TransformersEmbeddingBackend(TransformersBackend):
         torch, transformers, folder = self._prepare()
         self._torch = torch
         plan = read_plan(folder)
-        overrides = {"mode": self.options.pooling, "normalize": self.options.normalize}
-        self.plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+        if self.options.pooling is not None:
+            plan = replace(plan, mode=self.options.pooling)
+        if self.options.normalize is not None:
+            plan = replace(plan, normalize=self.options.normalize)
+        self.plan = plan
         await asyncio.to_thread(self._load, torch, transformers, self.plan.transformer_dir)
 
     def _load(self, torch: Any, transformers: Any, folder: Path) -> None:

@@ -1,0 +1,93 @@
+"""The reply streams: one per client process, written by workers, read by its client.
+
+A worker adds everything it has for one client in one entry (a msgpack array
+of replies), with NOMKSTREAM: a reply stream that expired means its client is
+gone, and the worker stops that client's requests. The client creates its
+stream, keeps it from expiring while it lives, reads it with one blocked
+XREAD, and trims what it has consumed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from byzerllm.broker.batcher import CommandBatcher
+from byzerllm.broker.keys import Keys
+from byzerllm.broker.messages import FIELD, encode_replies
+from byzerllm.broker.requests import DEAD_LETTER_LIMIT
+
+REPLY_TTL = 60  # seconds a reply stream outlives its client
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def stage_replies(pipe: Any, stream: str, items: list[dict[str, Any]]) -> None:
+    """Queue one entry with ``items`` for a client's stream on the caller's pipeline.
+
+    Its result in the pipeline is None when the stream is gone (the client left).
+    """
+    pipe.xadd(stream, {FIELD: encode_replies(items)}, nomkstream=True)
+
+
+class ReplyStream:
+    """A client's own reply stream, named by its client id."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        blocking: aioredis.Redis,
+        batcher: CommandBatcher,
+        keys: Keys,
+        client_id: str,
+    ) -> None:
+        self._redis = redis
+        self._blocking = blocking
+        self._batcher = batcher
+        self._keys = keys
+        self.key = keys.reply(client_id)
+
+    async def create(self) -> bytes:
+        """Create the stream (with an opening entry) and return the id to read after."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(self.key, {b"hello": b"1"})
+        pipe.expire(self.key, REPLY_TTL)
+        entry_id, _ = await pipe.execute()
+        return bytes(entry_id)
+
+    async def read(self, after: bytes, block_ms: int) -> Entries:
+        """Entries after ``after``, blocking up to ``block_ms`` for the first one."""
+        response = await self._blocking.xread({self.key: after}, count=1000, block=block_ms)
+        return list(response[0][1]) if response else []
+
+    async def keep_alive(self) -> bytes | None:
+        """Push the expiry back; if the stream had expired, create it again and
+        return the id to read after (else None)."""
+        if await self._redis.expire(self.key, REPLY_TTL):
+            return None
+        return await self.create()
+
+    def trim(self, consumed_up_to: bytes) -> None:
+        """Drop entries already read (without waiting for the answer)."""
+        self._batcher.send("XTRIM", self.key, "MINID", consumed_up_to)
+
+    def dead_letter(self, entry_id: bytes, reason: str) -> None:
+        """Keep a reply entry nobody could read, with the reason, for inspection."""
+        self._batcher.send(
+            "XADD",
+            self._keys.dead_letter,
+            "MAXLEN",
+            "~",
+            DEAD_LETTER_LIMIT,
+            "*",
+            "reason",
+            reason,
+            "stream",
+            self.key,
+            "entry_id",
+            entry_id,
+        )
+
+    async def delete(self) -> None:
+        await self._redis.delete(self.key)

@@ -1,0 +1,199 @@
+"""The request streams: admitting, reading, claiming, acking and answering requests.
+
+Both sides of the data plane meet here. A client admits a request with the
+submit script (alias known, a live worker, room in the queue, and the XADD,
+in one round trip); workers read the stream through the consumer group,
+claim entries of dead peers, ack after the final reply and dead-letter
+entries they cannot parse; ``undeploy`` answers what is still queued.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from byzerllm.broker.batcher import CommandBatcher
+from byzerllm.broker.connection import unless_answer
+from byzerllm.broker.errors import (
+    ByzerLLMError,
+    ModelNotFoundError,
+    NoLiveWorkerError,
+    OverloadedError,
+    RequestTooLargeError,
+)
+from byzerllm.broker.keys import GROUP, AliasKeys, Keys, text
+from byzerllm.broker.messages import (
+    FIELD,
+    ReplyType,
+    Request,
+    decode_request,
+    encode_replies,
+    encode_request,
+    reply,
+)
+from byzerllm.broker.settings import BrokerSettings
+
+SUBMIT_SCRIPT = resources.files("byzerllm.broker").joinpath("submit.lua").read_text()
+DEAD_LETTER_LIMIT = 10_000  # entries kept in a dead-letter stream (approximately)
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+class Admission:
+    """Submits requests through the admission script, pipelined with other callers.
+
+    The script answers ``{0, id}`` (queued), ``{1}`` (unknown alias), ``{2}``
+    (no live worker) or ``{3, waiting, limit}`` (overloaded); each refusal
+    becomes the error that names the alias and the fix.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, batcher: CommandBatcher, settings: BrokerSettings
+    ) -> None:
+        self._redis = redis
+        self._batcher = batcher
+        self._settings = settings
+        self._keys = Keys(settings.prefix)
+        self._sha = ""
+
+    async def load(self) -> None:
+        self._sha = await self._redis.script_load(SUBMIT_SCRIPT)
+
+    async def submit(self, request: Request) -> None:
+        data = encode_request(request)
+        limit = self._settings.max_request_bytes
+        if len(data) > limit:
+            raise RequestTooLargeError(
+                f"the request for {request.alias!r} is {len(data)} bytes, above the limit of "
+                f"{limit}; send less (smaller images, fewer texts) or raise "
+                "BYZERLLM_MAX_REQUEST_BYTES on clients and workers"
+            )
+        ak = self._keys.alias(request.alias)
+        args = (3, ak.spec, ak.alive, ak.requests, data, self._settings.max_waiting)
+        call = self._batcher.call
+        result = await unless_answer(call("EVALSHA", self._sha, *args), "NOSCRIPT", default=None)
+        if result is None:  # the server restarted or was flushed: load the script again
+            await self.load()
+            result = await call("EVALSHA", self._sha, *args)
+        _raise_refusal(request.alias, result)
+
+    def cancel(self, alias: str, request_id: str) -> None:
+        """Tell the alias' workers to stop a request (nobody waits for the answer)."""
+        self._batcher.send("PUBLISH", self._keys.alias(alias).cancel_channel, request_id)
+
+
+def _raise_refusal(alias: str, result: list[Any]) -> None:
+    code = int(result[0])
+    if code == 0:
+        return
+    if code == 1:
+        raise ModelNotFoundError(alias)
+    if code == 2:
+        raise NoLiveWorkerError(alias)
+    raise OverloadedError(
+        f"{int(result[1])} requests already wait for {alias!r} (limit {int(result[2])}); "
+        "retry later, add workers, or raise the alias' max_waiting"
+    )
+
+
+# -- the worker's side ------------------------------------------------------------------
+
+
+async def ensure_group(redis: aioredis.Redis, ak: AliasKeys) -> None:
+    """The alias' request stream and its consumer group, created if missing."""
+    await unless_answer(
+        redis.xgroup_create(ak.requests, GROUP, id="0", mkstream=True), "BUSYGROUP", default=None
+    )
+
+
+def _entries(response: Any) -> list[Entry]:
+    return [
+        (text(entry_id), fields)
+        for _stream, entries in response or ()
+        for entry_id, fields in entries
+    ]
+
+
+async def read_new(
+    reader: aioredis.Redis, ak: AliasKeys, consumer: str, count: int, block_ms: int
+) -> list[Entry] | None:
+    """Up to ``count`` new entries for ``consumer``, blocking up to ``block_ms``.
+
+    None when the stream or its group was gone (deleted, or Redis lost its
+    data): they are created again, and the caller should register again too.
+    """
+    response = await unless_answer(
+        reader.xreadgroup(GROUP, consumer, {ak.requests: ">"}, count=count, block=block_ms),
+        "NOGROUP",
+        default=None,
+    )
+    if response is None:
+        await ensure_group(reader, ak)
+        return None
+    return _entries(response)
+
+
+async def read_own_pending(reader: aioredis.Redis, ak: AliasKeys, consumer: str) -> list[Entry]:
+    """Entries already delivered to ``consumer`` and not acked."""
+    response = await reader.xreadgroup(GROUP, consumer, {ak.requests: "0"}, count=10_000)
+    return _entries(response)
+
+
+async def claim_stale(
+    redis: aioredis.Redis, ak: AliasKeys, consumer: str, min_idle_s: float, count: int
+) -> list[Entry]:
+    """Up to ``count`` entries nobody touched for ``min_idle_s``: their worker is dead."""
+    result = await redis.xautoclaim(
+        ak.requests, GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count
+    )
+    return [(text(entry_id), fields) for entry_id, fields in (result[1] if result else [])]
+
+
+def stage_acks(pipe: Any, ak: AliasKeys, entry_ids: list[str]) -> None:
+    """Ack and delete finished entries on a pipeline the caller executes.
+
+    Deleting keeps the stream's length equal to waiting + in-flight
+    requests, which the admission script counts.
+    """
+    if entry_ids:
+        pipe.xack(ak.requests, GROUP, *entry_ids)
+        pipe.xdel(ak.requests, *entry_ids)
+
+
+def dead_letter_entry(entry_id: str, fields: dict[bytes, bytes], reason: str) -> dict[str, Any]:
+    """What the dead-letter stream keeps of an entry nobody could read."""
+    entry: dict[str, Any] = {"entry_id": entry_id, "reason": reason, "at": str(time.time())}
+    for key, value in list(fields.items())[:16]:
+        entry[f"field:{key!r}"] = value[:4096]
+    return entry
+
+
+def stage_dead_letters(pipe: Any, stream: str, entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        pipe.xadd(stream, entry, maxlen=DEAD_LETTER_LIMIT, approximate=True)
+
+
+async def answer_queued(redis: aioredis.Redis, ak: AliasKeys, error: ByzerLLMError) -> int:
+    """Answer every request still in the stream with ``error`` and ack it.
+
+    For requests nobody will serve any more (the alias was undeployed): the
+    client hears why at once instead of waiting out its deadline.
+    """
+    pipe = redis.pipeline(transaction=False)
+    entries: Any = await redis.xrange(ak.requests)
+    answered = 0
+    for entry_id, fields in entries:
+        try:
+            request = decode_request(fields)
+        except ByzerLLMError:
+            continue
+        item = reply(request.id, 0, ReplyType.ERROR, error.to_wire(), request.attempt)
+        pipe.xadd(request.reply_to, {FIELD: encode_replies([item])}, nomkstream=True)
+        pipe.xack(ak.requests, GROUP, entry_id)
+        answered += 1
+    if answered:
+        await pipe.execute()
+    return answered

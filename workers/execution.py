@@ -1,0 +1,90 @@
+"""Running one request on a backend: what a worker and ``SimpleByzerLLM`` share.
+
+Given a request, :class:`Execution` runs it by kind (chat, embeddings, meta)
+within its deadline, passes streamed text to a callback as it comes, and
+returns the final reply: ``END`` with the answer and its metadata, or
+``ERROR`` with the error as wire data. Where the final reply goes (a Redis
+reply stream, or a queue in the calling process) is the caller's business;
+cancellation propagates to the caller untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from byzerllm.broker.errors import BackendError, ByzerLLMError, RequestTimeoutError
+from byzerllm.broker.messages import ChatPayload, EmbedPayload, ReplyType, Request, RequestKind
+from byzerllm.workers.backend import Backend, ChatTally
+
+log = logging.getLogger(__name__)
+
+OnDelta = Callable[[str, str], None]  # (text, reasoning) of a streamed piece
+Final = tuple[ReplyType, dict[str, Any]]
+
+
+class Execution:
+    def __init__(self, backend: Backend, worker_id: str | None = None) -> None:
+        self.backend = backend
+        self._extra: dict[str, Any] = {"worker_id": worker_id} if worker_id else {}
+
+    async def run(self, request: Request, on_delta: OnDelta | None = None) -> Final:
+        """The request's final reply; a request past its deadline is not run."""
+        if request.deadline is not None and time.time() >= request.deadline:
+            err = RequestTimeoutError(
+                f"request {request.id} for {request.alias!r} passed its deadline before it ran"
+            )
+            return ReplyType.ERROR, err.to_wire()
+        remaining = None if request.deadline is None else request.deadline - time.time()
+        try:
+            async with asyncio.timeout(remaining) as deadline:
+                data = await self._run_kind(request, on_delta)
+        except ByzerLLMError as exc:
+            return ReplyType.ERROR, exc.to_wire()
+        except TimeoutError as exc:
+            if not deadline.expired():  # the backend's own timeout, not ours
+                return ReplyType.ERROR, self._backend_failure(request, exc)
+            err = RequestTimeoutError(
+                f"request {request.id} for {request.alias!r} passed its deadline"
+            )
+            return ReplyType.ERROR, err.to_wire()
+        except Exception as exc:
+            return ReplyType.ERROR, self._backend_failure(request, exc)
+        return ReplyType.END, data
+
+    def _backend_failure(self, request: Request, exc: BaseException) -> dict[str, Any]:
+        log.error("backend %s failed on request %s", self.backend.name, request.id, exc_info=exc)
+        return BackendError(f"{type(exc).__name__}: {exc}").to_wire()
+
+    async def _run_kind(self, request: Request, on_delta: OnDelta | None) -> dict[str, Any]:
+        if request.kind is RequestKind.CHAT:
+            return await self._chat(request, on_delta)
+        if request.kind is RequestKind.EMBED:
+            return await self._embed(request)
+        return {"output": self.backend.meta()}
+
+    async def _chat(self, request: Request, on_delta: OnDelta | None) -> dict[str, Any]:
+        payload = ChatPayload.model_validate(request.payload)
+        tally = ChatTally()
+        async for chunk in self.backend.run_chat(payload):
+            if tally.add(chunk) and payload.stream and on_delta is not None:
+                on_delta(chunk.text, chunk.reasoning)
+        return tally.end_data(request.id, payload.stream, **self._extra)
+
+    async def _embed(self, request: Request) -> dict[str, Any]:
+        payload = EmbedPayload.model_validate(request.payload)
+        start = time.perf_counter()
+        vectors = await self.backend.embed(payload.texts, payload.llm_config)
+        return {
+            "output": vectors,
+            "meta": {
+                "request_id": request.id,
+                "time_cost": time.perf_counter() - start,
+                "input_tokens_count": sum(len(t.split()) for t in payload.texts),
+                "generated_tokens_count": 0,
+                **self._extra,
+            },
+        }

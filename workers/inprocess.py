@@ -1,0 +1,98 @@
+"""Backends served in the calling process, with the shape of the Redis channel.
+
+``SimpleByzerLLM`` (the original's pure-client mode, no Redis at all) talks
+to its backends through :class:`InProcessChannel`: ``submit`` and
+``replies`` answer like the client's Redis channel, and a request runs
+through the same :class:`~byzerllm.workers.execution.Execution` a worker uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from byzerllm.broker.errors import ModelNotFoundError, error_from_wire
+from byzerllm.broker.messages import FINAL_TYPES, Reply, ReplyType, Request, RequestKind
+from byzerllm.workers.backend import Backend
+from byzerllm.workers.execution import Execution
+
+
+@dataclass
+class LocalCall:
+    request: Request
+
+    @property
+    def rid(self) -> str:
+        return self.request.id
+
+
+class InProcessChannel:
+    """Runs requests on the backends of this process (alias -> backend)."""
+
+    def __init__(self, backends: dict[str, Backend]) -> None:
+        self.backends = backends
+        self._seq = itertools.count()
+
+    async def submit(
+        self, alias: str, kind: RequestKind, payload: dict[str, Any], timeout: float | None
+    ) -> LocalCall:
+        if alias not in self.backends:
+            raise ModelNotFoundError(
+                alias,
+                f"no model is deployed under {alias!r} in this SimpleByzerLLM; call "
+                f"llm.deploy(model_path=..., pretrained_model_type=..., udf_name={alias!r}, "
+                "infer_params={...}) first",
+            )
+        now = time.time()
+        request = Request(
+            id=uuid.uuid4().hex,
+            alias=alias,
+            kind=kind,
+            payload=payload,
+            reply_to="",
+            deadline=now + timeout if timeout else None,
+            created=now,
+        )
+        return LocalCall(request)
+
+    def _reply(self, call: LocalCall, type_: ReplyType, data: dict[str, Any]) -> Reply:
+        return Reply(rid=call.rid, seq=next(self._seq), type=type_, data=data)
+
+    async def replies(self, call: LocalCall) -> AsyncIterator[Reply]:
+        """The call's replies up to its end, as they come; errors are raised.
+
+        Leaving early cancels the generation.
+        """
+        execution = Execution(self.backends[call.request.alias])
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+
+        def on_delta(text: str, reasoning: str) -> None:
+            queue.put_nowait(
+                self._reply(call, ReplyType.DELTA, {"text": text, "reasoning": reasoning})
+            )
+
+        async def run() -> None:
+            type_, data = await execution.run(call.request, on_delta)
+            queue.put_nowait(self._reply(call, type_, data))
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await queue.get()
+                if item.type is ReplyType.ERROR:
+                    raise error_from_wire(item.data)
+                yield item
+                if item.type in FINAL_TYPES:
+                    return
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for backend in list(self.backends.values()):
+            await backend.aclose()

@@ -1,0 +1,111 @@
+"""A worker's liveness: heartbeats, and taking over the requests of dead peers.
+
+Every ``heartbeat_interval`` the worker renews its place in the alias' alive
+set and touches the entries it holds (so peers see them as busy, not stale);
+it then claims entries nobody touched for ``claim_idle`` (their worker is
+dead) as retries, and now and then forgets peers that died long ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from byzerllm.broker import requests, state
+from byzerllm.broker.connection import raise_if_cancelling, redis_errors
+from byzerllm.broker.errors import BrokerUnavailableError
+from byzerllm.broker.keys import AliasKeys
+from byzerllm.broker.requests import Entry
+from byzerllm.broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+FORGET_EVERY = 10  # heartbeats between two sweeps for long-dead peers
+
+
+@dataclass(frozen=True)
+class WorkerTiming:
+    """How often a worker speaks up and how soon peers give up on it."""
+
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 5.0  # a worker silent this long is dead to clients
+    claim_idle: float = 10.0  # entries untouched this long are claimed by peers
+    block_ms: int = 5000  # stop() interrupts a blocked read, so this may be long
+    drain_timeout: float = 30.0
+
+
+class Liveness:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: BrokerSettings,
+        ak: AliasKeys,
+        worker_id: str,
+        timing: WorkerTiming,
+        *,
+        free_slots: Callable[[], int],
+        held_entries: Callable[[], list[str]],
+        accept_claimed: Callable[[Entry], None],
+        claiming: Callable[[], bool],
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._ak = ak
+        self._worker_id = worker_id
+        self._timing = timing
+        self._free_slots = free_slots
+        self._held_entries = held_entries
+        self._accept_claimed = accept_claimed
+        self._claiming = claiming
+
+    async def beat(self) -> None:
+        await state.heartbeat(
+            self._redis,
+            self._ak,
+            self._worker_id,
+            ttl=self._timing.heartbeat_ttl,
+            free_slots=self._free_slots(),
+            held_entries=self._held_entries(),
+        )
+
+    async def run(self) -> None:
+        """Beat, claim and sweep until cancelled; a Redis outage is logged once."""
+        beats = 0
+        failing = False
+        while True:
+            raise_if_cancelling()  # a library may have swallowed our cancel
+            await asyncio.sleep(self._timing.heartbeat_interval)
+            try:
+                with redis_errors(self._settings):
+                    await self.beat()
+                    if self._claiming():
+                        await self._claim_stale()
+                    beats += 1
+                    if beats % FORGET_EVERY == 0:
+                        horizon = time.time() - self._timing.claim_idle * 3
+                        await state.forget_dead_workers(self._redis, self._ak, horizon)
+            except BrokerUnavailableError as exc:
+                raise_if_cancelling()
+                if not failing:
+                    log.warning("heartbeat failed, retrying: %s", exc)
+                failing = True
+                continue
+            if failing:
+                log.warning("heartbeats reach Redis again")
+                failing = False
+
+    async def _claim_stale(self) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            return
+        claimed = await requests.claim_stale(
+            self._redis, self._ak, self._worker_id, self._timing.claim_idle, free
+        )
+        for entry in claimed:
+            log.info("claimed request entry %s from a dead worker", entry[0])
+            self._accept_claimed(entry)

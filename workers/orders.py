@@ -1,0 +1,92 @@
+"""Orders a worker hears on pub/sub: cancels from clients, and control messages.
+
+Clients publish the ids of requests they gave up on to the alias' cancel
+channel; the control plane publishes JSON orders (``{"op": "drain",
+"below": generation}``) to its control channel. A malformed order is logged
+and ignored: whoever can publish must not be able to crash a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from byzerllm.broker.connection import raise_if_cancelling, redis_errors
+from byzerllm.broker.errors import BrokerUnavailableError
+from byzerllm.broker.keys import AliasKeys, text
+from byzerllm.broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+
+def drain_order(raw: str, generation: int) -> bool:
+    """Whether a control message orders a worker of ``generation`` to drain."""
+    try:
+        order = json.loads(raw)
+        if not isinstance(order, dict) or order.get("op") != "drain":
+            return False
+        return generation < int(order.get("below", 1 << 62))
+    except (ValueError, TypeError):
+        log.warning("ignoring malformed control message %r", raw[:200])
+        return False
+
+
+class Orders:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: BrokerSettings,
+        ak: AliasKeys,
+        generation: int,
+        *,
+        on_cancel: Callable[[str], None],
+        on_drain: Callable[[], None],
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._ak = ak
+        self._generation = generation
+        self._on_cancel = on_cancel
+        self._on_drain = on_drain
+
+    async def listen(self) -> None:
+        """Follow both channels until cancelled, subscribing again after an outage
+        (logged once per outage)."""
+        failing = False
+        while True:
+            raise_if_cancelling()
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                with redis_errors(self._settings):
+                    await pubsub.subscribe(self._ak.cancel_channel, self._ak.control_channel)
+                    if failing:
+                        log.warning("cancel channel subscribed again")
+                        failing = False
+                    await self._receive(pubsub)
+            except BrokerUnavailableError as exc:
+                raise_if_cancelling()
+                if not failing:
+                    log.warning("cancel channel lost, subscribing again: %s", exc)
+                failing = True
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
+
+    async def _receive(self, pubsub: Any) -> None:
+        control = self._ak.control_channel.encode()
+        while True:
+            raise_if_cancelling()  # a library may have swallowed our cancel
+            message = await pubsub.get_message(timeout=1.0)
+            if not message or message["type"] != "message":
+                continue
+            if message["channel"] == control:
+                if drain_order(text(message["data"]), self._generation):
+                    log.info("draining on request of the control plane")
+                    self._on_drain()
+            else:
+                self._on_cancel(text(message["data"]))
