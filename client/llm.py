@@ -17,7 +17,7 @@ from byzerllm.broker.spec import check_alias
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.channel import RequestChannel, channel_for
 from byzerllm.client.multimodal import prepare_messages
-from byzerllm.client.tools import chat_as_class, chat_with_tools
+from byzerllm.client.tools import chat_as_class, chat_with_tools, tool_calls_text
 from byzerllm.client.types import LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
@@ -172,6 +172,10 @@ class AsyncByzerLLM:
             if item.type is ReplyType.END:
                 output = item.data.get("output", "")
                 meta = item.data.get("meta", {})
+                calls = item.data.get("tool_calls")
+                if calls:  # a native tool choice: kept as it came, and shown in the text
+                    meta = {**meta, "tool_calls": calls}
+                    output = (f"{output}\n" if output else "") + tool_calls_text(calls)
         return [LLMResponse(output=output, input=_echo_input(messages), metadata=meta)]
 
     async def stream_chat_oai(

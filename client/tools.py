@@ -121,14 +121,41 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]]:
         calls = [data]
     if not isinstance(calls, list):
         raise StructuredOutputError("the answer has no tool_calls list", text)
-    out = []
-    for call in calls:
-        function = call.get("function", call) if isinstance(call, dict) else {}
-        arguments = function.get("arguments") or {}
-        if isinstance(arguments, str):
-            arguments = load_json(arguments) if arguments.strip() else {}
-        out.append({"name": str(function.get("name", "")), "arguments": arguments})
-    return out
+    return [_call(call, text) for call in calls]
+
+
+def _call(call: Any, text: str) -> dict[str, Any]:
+    """One choice as {name, arguments}: OpenAI's nested shape or our flat one."""
+    function = call.get("function", call) if isinstance(call, dict) else {}
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        arguments = load_json(arguments) if arguments.strip() else {}
+    return {"name": str(function.get("name", "")), "arguments": arguments}
+
+
+def chosen_calls(response: LLMResponse) -> list[dict[str, Any]]:
+    """The tool choice of an answer: the backend's native choice as it came
+    (structured, in the metadata), else the JSON the model wrote in its text."""
+    native = response.metadata.get("tool_calls")
+    if native:
+        return [_call(call, json.dumps(native, ensure_ascii=False)) for call in native]
+    return parse_tool_calls(str(response.output))
+
+
+def tool_calls_text(calls: list[dict[str, Any]]) -> str:
+    """A native tool choice written in the shape the prompt asks models for, so
+    a caller reads the same answer text whichever way the alias chose its tool."""
+    body = {
+        "tool_calls": [
+            {
+                "id": call.get("id") or f"call_{i}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call.get("arguments") or {}},
+            }
+            for i, call in enumerate(calls, 1)
+        ]
+    }
+    return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
 
 
 def execute_calls(
@@ -198,7 +225,7 @@ async def chat_with_tools(
         values: list[Any] = []
         try:
             values, metadata["selected_functions"] = execute_calls(
-                parse_tool_calls(str(response.output)), tools, func_params
+                chosen_calls(response), tools, func_params
             )
             metadata["reason"] = ""
         except StructuredOutputError:

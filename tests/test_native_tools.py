@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import pytest
 
+from byzerllm.broker.messages import ReplyType, RequestKind
+from byzerllm.client.tools import tool_spec
 from byzerllm.types import LLMFunctionCallResponse
 from tests.openai_stub import OpenAIStub
 from tests.stubs.anthropic_stub import AnthropicStub
@@ -180,3 +182,22 @@ async def test_bedrock_claude_gets_tools_in_the_anthropic_body(start_worker, llm
         )
         assert r.values == ["3 apples"]
         assert stub.last.json()["tools"][0]["name"] == "add"
+
+
+async def test_native_tool_choice_travels_structured_not_as_text(start_worker, llm, openai_stub):
+    """The worker sends the vendor's tool choice as a field of the end reply; the
+    client reads it as it came (and also shows it in the answer text)."""
+    await gpt(start_worker, openai_stub)
+    channel = llm.channel
+    payload = {
+        "conversations": [{"role": "user", "content": 'add {"a": 2, "b": 3, "unit": "pear"}'}],
+        "tools": [tool_spec(add)],
+    }
+    call = await channel.submit("gpt", RequestKind.CHAT, payload, timeout=None)
+    [end] = [item async for item in channel.replies(call)]
+    assert end.type is ReplyType.END
+    assert "```" not in end.data["output"]  # no fenced JSON for the client to parse back
+    [choice] = end.data["tool_calls"]
+    assert choice["name"] == "add" and choice["arguments"] == {"a": 2, "b": 3, "unit": "pear"}
+    [r] = await llm.chat_oai(payload["conversations"], model="gpt", tools=[add])
+    assert [c["name"] for c in r.metadata["tool_calls"]] == ["add"]

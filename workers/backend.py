@@ -8,7 +8,6 @@ generator of :class:`Chunk`) and, where the model can, ``embed``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ class Chunk:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    # a native tool choice: [{"id", "name", "arguments"}], arguments parsed where they are JSON
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class BackendOptions(BaseModel):
@@ -103,26 +104,6 @@ class Backend:
         }
 
 
-def tool_calls_text(calls: list[dict[str, Any]]) -> str:
-    """A native tool choice written as the answer text the client parses.
-
-    ``calls`` are ``{"id", "name", "arguments"}`` with arguments as a dict.
-    The shape is the one the prompt-described tools ask the model for, so a
-    caller sees the same answer whichever way the alias chose its tool.
-    """
-    body = {
-        "tool_calls": [
-            {
-                "id": call.get("id") or f"call_{i}",
-                "type": "function",
-                "function": {"name": call["name"], "arguments": call.get("arguments") or {}},
-            }
-            for i, call in enumerate(calls, 1)
-        ]
-    }
-    return "```json\n" + json.dumps(body, ensure_ascii=False) + "\n```"
-
-
 def content_text(content: Any) -> str:
     """Message content as text: the text of OpenAI-style parts, other media dropped."""
     if isinstance(content, str):
@@ -151,9 +132,12 @@ class ChatTally:
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, chunk: Chunk) -> bool:
         """Count the chunk; True when it carries text to pass on."""
+        if chunk.tool_calls:
+            self.tool_calls.extend(chunk.tool_calls)
         if chunk.input_tokens is not None:
             self.input_tokens = chunk.input_tokens
         if chunk.output_tokens is not None:
@@ -184,4 +168,13 @@ class ChatTally:
         data: dict[str, Any] = {"meta": meta}
         if not stream:
             data["output"] = "".join(self.texts)
+        if self.tool_calls:  # structured, beside the text: the client reads them as they are
+            data["tool_calls"] = [
+                {
+                    "id": call.get("id") or f"call_{i}",
+                    "name": str(call.get("name", "")),
+                    "arguments": call.get("arguments") or {},
+                }
+                for i, call in enumerate(self.tool_calls, 1)
+            ]
         return data

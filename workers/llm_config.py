@@ -1,4 +1,4 @@
-"""Reading a request's ``llm_config`` the same way in every backend.
+"""Reading a request's ``llm_config`` the same way in every backend, SaaS or local.
 
 The original clients send numbers as text, stop lists as JSON text and the
 same setting under several names (``max_length``/``max_tokens``); each

@@ -39,7 +39,7 @@ from byzerllm.workers.backend import (
     content_text,
     last_user_text,
 )
-from byzerllm.workers.backends.saas.params import stop_list
+from byzerllm.workers.llm_config import stop_list
 
 
 class ScriptRule(BaseModel):

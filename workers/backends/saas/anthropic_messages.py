@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from byzerllm.broker.content import split_data_url, to_parts
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.messages import ChatPayload
-from byzerllm.workers.backend import Chunk, content_text, tool_calls_text
+from byzerllm.workers.backend import Chunk, content_text
 from byzerllm.workers.backends.saas.base import SaasOptions
-from byzerllm.workers.backends.saas.content import split_data_url, to_parts
-from byzerllm.workers.backends.saas.params import first, number, stop_list
+from byzerllm.workers.llm_config import first, number, stop_list
 
 DEFAULT_MAX_TOKENS = 4096
 _FINISH = {
@@ -138,7 +138,7 @@ def build_body(
 
 def whole_chunk(message: dict[str, Any]) -> Chunk:
     """A non-streamed answer: text blocks are the answer, thinking blocks the
-    reasoning, tool_use blocks a tool choice written as :func:`tool_calls_text`."""
+    reasoning, tool_use blocks the structured tool choice."""
     text, reasoning, calls = [], [], []
     for block in message.get("content") or ():
         if block.get("type") == "text":
@@ -153,10 +153,9 @@ def whole_chunk(message: dict[str, Any]) -> Chunk:
                     "arguments": block.get("input"),
                 }
             )
-    if calls:  # the model's words before the choice stay, the choice in our JSON shape
-        text.append(("\n" if text else "") + tool_calls_text(calls))
     usage = message.get("usage") or {}
     return Chunk(
+        tool_calls=calls or None,
         text="".join(text),
         reasoning="".join(reasoning),
         input_tokens=usage.get("input_tokens"),

@@ -24,18 +24,18 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
+from byzerllm.broker.content import with_parts
 from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Chunk, tool_calls_text
+from byzerllm.workers.backend import Chunk
 from byzerllm.workers.backends.saas import openai_media
 from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
-from byzerllm.workers.backends.saas.content import openai_messages
-from byzerllm.workers.backends.saas.params import first as _first
-from byzerllm.workers.backends.saas.params import number as _number
-from byzerllm.workers.backends.saas.params import stop_list as _stop_list
 from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
+from byzerllm.workers.llm_config import first as _first
+from byzerllm.workers.llm_config import number as _number
+from byzerllm.workers.llm_config import stop_list as _stop_list
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -209,7 +209,7 @@ class OpenAIBackend(SaasBackend):
         opts, config = self.options, request.llm_config
         params: dict[str, Any] = {
             "model": opts.model,
-            "messages": openai_messages(request.conversations),
+            "messages": with_parts(request.conversations),
             "stream": request.stream,
         }
         if opts.include_usage and request.stream:
@@ -299,8 +299,8 @@ def _key(options: OpenAIOptions) -> str:
     return options.api_key.get_secret_value().strip() if options.api_key else ""
 
 
-def _tool_calls(calls: list[dict[str, Any]]) -> str:
-    """OpenAI's ``tool_calls`` (arguments as JSON text) as the answer text we return."""
+def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's ``tool_calls`` (arguments as JSON text) as our structured tool choice."""
     chosen = []
     for call in calls:
         function = call.get("function") or {}
@@ -312,7 +312,7 @@ def _tool_calls(calls: list[dict[str, Any]]) -> str:
         chosen.append(
             {"id": call.get("id"), "name": function.get("name", ""), "arguments": arguments}
         )
-    return tool_calls_text(chosen)
+    return chosen
 
 
 def _delta_chunk(delta: dict[str, Any] | None) -> Chunk | None:
@@ -320,12 +320,13 @@ def _delta_chunk(delta: dict[str, Any] | None) -> Chunk | None:
     if not delta:
         return None
     text = delta.get("content") or ""
+    calls = None
     if delta.get("tool_calls") and "role" in delta:  # a whole message, not a stream delta
-        text = (text + "\n" if text else "") + _tool_calls(delta["tool_calls"])
+        calls = _tool_calls(delta["tool_calls"])
     reasoning = delta.get("reasoning_content") or ""
-    if not (text or reasoning):
+    if not (text or reasoning or calls):
         return None
-    return Chunk(text=text, reasoning=reasoning)
+    return Chunk(text=text, reasoning=reasoning, tool_calls=calls)
 
 
 def _final_chunk(usage: dict[str, Any] | None, finish_reason: str | None, deltas: int) -> Chunk:

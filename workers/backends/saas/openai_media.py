@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.workers.backend import Chunk
-from byzerllm.workers.backends.saas.content import audio_of, media_request
+from byzerllm.workers.media import audio_of, media_request
 
 MediaKind = Literal["transcribe", "speech", "image"]
 

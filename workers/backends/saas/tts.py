@@ -19,9 +19,9 @@ from byzerllm.broker.errors import BackendError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Backend, BackendOptions, Chunk
-from byzerllm.workers.backends.saas.content import media_request
 from byzerllm.workers.backends.saas.http_retry import import_httpx, send_with_retry
 from byzerllm.workers.backends.saas.vendor_errors import backend_error
+from byzerllm.workers.media import media_request
 
 
 class TTSOptions(BackendOptions):

@@ -28,7 +28,6 @@ from byzerllm.broker.errors import BackendError, ByzerLLMError, ConfigurationErr
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Chunk, content_text
-from byzerllm.workers.backends.saas.params import first, number, stop_list
 from byzerllm.workers.backends.transformers.common import (
     TransformersBackend,
     TransformersOptions,
@@ -38,6 +37,7 @@ from byzerllm.workers.backends.transformers.common import (
     stop_criteria,
 )
 from byzerllm.workers.backends.transformers.text_stream import TextAssembler
+from byzerllm.workers.llm_config import first, number, stop_list
 
 _DONE = object()
 

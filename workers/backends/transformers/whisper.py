@@ -24,8 +24,6 @@ from byzerllm.broker.errors import BackendError, BackendLoadError, Configuration
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Chunk
-from byzerllm.workers.backends.saas.content import audio_of, media_request
-from byzerllm.workers.backends.saas.params import number
 from byzerllm.workers.backends.transformers import audio, whisper_generate
 from byzerllm.workers.backends.transformers.common import (
     TransformersBackend,
@@ -36,6 +34,8 @@ from byzerllm.workers.backends.transformers.common import (
     run_stoppable,
 )
 from byzerllm.workers.backends.transformers.transcript import render
+from byzerllm.workers.llm_config import number
+from byzerllm.workers.media import audio_of, media_request
 
 _WHAT = "Whisper model"
 _HOW = (
