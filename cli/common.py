@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ from rich.console import Console
 
 from byzerllm.broker.errors import ByzerLLMError
 from byzerllm.broker.settings import BrokerSettings
+from byzerllm.workers.startup import run_loop
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)
@@ -53,12 +53,6 @@ def settings_for(redis_url: str | None) -> BrokerSettings:
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a command's coroutine; byzerllm errors become a clean CLI error."""
     try:
-        import uvloop  # the "fast" extra: a quicker event loop for workers and clients
-    except ImportError:
-        runner: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
-    else:
-        runner = uvloop.run
-    try:
-        return runner(coro)
+        return run_loop(coro)
     except ByzerLLMError as exc:
         raise click.ClickException(str(exc)) from None

@@ -10,7 +10,7 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import list_nodes
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.cli.common import console, out, redis_url_options, run, settings_for
-from byzerllm.cli.worker_cmd import _configure_logging
+from byzerllm.workers.startup import configure_logging
 
 
 @click.group()
@@ -30,7 +30,7 @@ def start(
     """Run the node agent in the foreground until SIGTERM (then drain its workers)."""
     from byzerllm.workers.node_agent import NodeAgent
 
-    _configure_logging(log_level)
+    configure_logging(log_level)
     agent = NodeAgent(settings_for(redis_url), cpus=cpus, gpus=gpus, node_id=node_id)
     console.print(f"node agent {agent.node_id}: {agent.cpus:g} CPUs, {agent.gpus} GPUs")
     agent.arq_worker().run()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import cast
 
 import click
@@ -14,16 +12,6 @@ from byzerllm.cli.common import console, redis_url_options, run, settings_for
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.cli.options import MultiValueOption, deploy_options
 from byzerllm.workers.registry import backend_class
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("httpx", "httpx2", "httpcore", "openai", "arq"):  # a line per call
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
 
 
 @click.command()
@@ -50,8 +38,9 @@ def worker(
 ) -> None:
     """Run one worker process serving --model until SIGTERM (then drain)."""
     from byzerllm.workers.runtime import WorkerTiming, serve
+    from byzerllm.workers.startup import configure_logging
 
-    _configure_logging(log_level)
+    configure_logging(log_level)
     settings = settings_for(redis_url)
     alias = str(flags["model"])
     spec = None if from_redis else spec_from_flags(flags)

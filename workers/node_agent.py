@@ -114,6 +114,22 @@ class NodeAgent:
     # -- jobs ----------------------------------------------------------------------
 
     async def start_worker(self, ctx: dict[str, Any], alias: str, generation: int) -> str:
+        """arq job: start one worker of ``alias``. A failure is recorded on the
+        deployment (state ``failed`` with the cause), where ``deploy`` is
+        waiting for it, and is not retried."""
+        try:
+            return await self._start_worker(alias, generation)
+        except Exception as exc:
+            cause = exc if isinstance(exc, NodeAgentError) else f"{type(exc).__name__}: {exc}"
+            message = f"node {self.node_id} could not start a worker of {alias!r}: {cause}"
+            log.error("%s", message)
+            if await deployments.info(self._redis, self.keys, alias):
+                await deployments.set_state(
+                    self._redis, self.keys, alias, deployments.FAILED, message
+                )
+            raise NodeAgentError(message) from None
+
+    async def _start_worker(self, alias: str, generation: int) -> str:
         spec = await deployments.load(self._redis, self.keys, alias)
         if spec is None:
             raise NodeAgentError(f"no deployment {alias!r} to start a worker for")
@@ -145,9 +161,10 @@ class NodeAgent:
         return spawn_worker(
             spec,
             self.settings,
-            ["--from_redis", *self.worker_args],
+            self.worker_args,
             log_path=log_path,
             extra_env={"CUDA_VISIBLE_DEVICES": env_gpus},
+            from_redis=True,
         )
 
     # -- supervision ------------------------------------------------------------------

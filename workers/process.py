@@ -25,33 +25,12 @@ from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 
 
-def worker_command(spec: DeploySpec, extra: list[str] | None = None) -> list[str]:
-    """The command line that runs one worker for ``spec``."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "byzerllm.cli.main",
-        "worker",
-        "--model",
-        spec.alias,
-        "--pretrained_model_type",
-        spec.pretrained_model_type,
-        "--worker_concurrency",
-        str(spec.worker_concurrency),
-    ]
-    if spec.infer_backend:
-        cmd += ["--infer_backend", spec.infer_backend]
-    if spec.model_path:
-        cmd += ["--model_path", spec.model_path]
-    if spec.infer_params:
-        cmd += ["--infer_params", *(f"{k}={_text(v)}" for k, v in spec.infer_params.items())]
-    return cmd + (extra or [])
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def worker_command(alias: str, extra: list[str] | None = None, *, spec_on_stdin: bool) -> list[str]:
+    """The command line of one worker process (``python -m byzerllm.workers``)."""
+    command = [sys.executable, "-m", "byzerllm.workers", "--model", alias]
+    if spec_on_stdin:
+        command.append("--spec-stdin")
+    return command + (extra or [])
 
 
 @dataclass
@@ -86,9 +65,15 @@ def spawn_worker(
     extra: list[str] | None = None,
     log_path: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    *,
+    from_redis: bool = False,
 ) -> WorkerProcess:
-    """Start a worker; with ``--from_redis`` in ``extra`` only the alias is passed
-    and the worker loads the spec, secrets included, itself."""
+    """Start a worker for ``spec``.
+
+    ``from_redis``: the worker loads the deployed spec, secrets included,
+    itself (how node agents start workers). Otherwise the spec goes to the
+    worker as JSON on its stdin, never on its command line.
+    """
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,
@@ -96,18 +81,7 @@ def spawn_worker(
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
-    if extra and "--from_redis" in extra:
-        command = [
-            sys.executable,
-            "-m",
-            "byzerllm.cli.main",
-            "worker",
-            "--model",
-            spec.alias,
-            *extra,
-        ]
-    else:
-        command = worker_command(spec, extra)
+    command = worker_command(spec.alias, extra, spec_on_stdin=not from_redis)
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix=f"byzerllm-worker-{spec.alias}-", suffix=".log")
         os.close(fd)
@@ -118,8 +92,14 @@ def spawn_worker(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if from_redis else subprocess.PIPE,
         )
+    if proc.stdin is not None:
+        try:
+            with proc.stdin:
+                proc.stdin.write(spec.model_dump_json().encode())
+        except BrokenPipeError:  # it died at once; wait_ready reports its log
+            pass
     return WorkerProcess(spec.alias, proc, log_path)
 
 
