@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from byzerllm.broker.errors import BrokerUnavailableError
-from byzerllm.broker.settings import DEFAULT_REDIS_URL
+from byzerllm.broker.settings import DEFAULT_REDIS_URL, home_dir
 
 
 def redis_server_binary() -> str:
@@ -41,7 +41,7 @@ def redis_server_binary() -> str:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("BYZERLLM_HOME", Path.home() / ".byzerllm")) / "redis"
+    return home_dir() / "redis"
 
 
 def is_listening(host: str, port: int, timeout: float = 0.3) -> bool:

@@ -11,14 +11,13 @@ key                                    type         content
 ``P:{A}:req``                          stream       requests for A; consumer group ``workers``
 ``P:{A}:dead``                         stream       malformed request entries, with the reason
 ``P:{A}:workers``                      set          worker ids of A
-``P:{A}:worker:W``                     hash         state of worker W (see WorkerState)
+``P:{A}:worker:W``                     hash         state of worker W (broker.state.WorkerState)
 ``P:{A}:alive``                        zset         worker id -> heartbeat expiry (epoch s)
 ``P:{A}:lru``                          zset         worker id -> last work time (epoch s)
 ``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
 ``P:{A}:control``                      pub/sub      JSON orders to the workers (drain)
 ``P:nodes``                            set          node agent ids
 ``P:node:N``                           hash         node N: host, cpus, gpus, free capacity
-``P:node:N:children``                  hash         worker slot -> JSON (alias, pid, gpus)
 ``P:node:N:queue``                     arq queue    jobs for node N (start workers)
 ``P:reply:C``                          stream       replies to client C; expires without C
 ``P:dead``                             stream       malformed reply entries seen by clients

@@ -16,13 +16,14 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.settings import home_dir
 from byzerllm.broker.spec import is_secret_key
 
 KEY_ENV = "BYZERLLM_SECRET_KEY"
 
 
 def key_path() -> Path:
-    return Path(os.environ.get("BYZERLLM_HOME", Path.home() / ".byzerllm")) / "secret.key"
+    return home_dir() / "secret.key"
 
 
 def cluster_key(create: bool = True) -> bytes:

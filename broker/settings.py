@@ -8,6 +8,7 @@ defaults, so a multi-host setup is configured by one environment.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from byzerllm.broker.errors import ConfigurationError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def home_dir() -> Path:
+    """Where this host keeps byzerllm's files (``BYZERLLM_HOME``, else ``~/.byzerllm``):
+    the cluster key, the embedded Redis, node agent and worker logs."""
+    return Path(os.environ.get("BYZERLLM_HOME") or Path.home() / ".byzerllm")
+
+
 _SCHEMES = ("redis", "rediss", "unix")
 
 

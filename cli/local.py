@@ -27,15 +27,11 @@ from byzerllm.broker.embedded import (
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import list_nodes
-from byzerllm.broker.settings import BrokerSettings
-
-
-def home() -> Path:
-    return Path(os.environ.get("BYZERLLM_HOME", Path.home() / ".byzerllm"))
+from byzerllm.broker.settings import BrokerSettings, home_dir
 
 
 def node_pidfile() -> Path:
-    return home() / "node.pid"
+    return home_dir() / "node.pid"
 
 
 def _pid_alive(pidfile: Path) -> int | None:
@@ -54,8 +50,8 @@ def _pid_alive(pidfile: Path) -> int | None:
 
 def start_local_node(settings: BrokerSettings) -> int:
     """A detached ``byzerllm node start`` for this host; its pid."""
-    home().mkdir(parents=True, exist_ok=True)
-    log = open(home() / "node.log", "ab")
+    home_dir().mkdir(parents=True, exist_ok=True)
+    log = open(home_dir() / "node.log", "ab")
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,
@@ -90,7 +86,7 @@ async def ensure_cluster(
             while not await list_nodes(redis, keys):
                 if time.monotonic() > deadline:
                     raise BrokerUnavailableError(
-                        f"the local node agent did not start; see {home() / 'node.log'}"
+                        f"the local node agent did not start; see {home_dir() / 'node.log'}"
                     )
                 await asyncio.sleep(0.1)
     finally:
@@ -109,7 +105,9 @@ def status() -> dict[str, str]:
         redis_state = "not ours, but a Redis listens there"
     else:
         redis_state = "stopped"
-    node_state = f"running (pid {node_pid}, log {home() / 'node.log'})" if node_pid else "stopped"
+    node_state = (
+        f"running (pid {node_pid}, log {home_dir() / 'node.log'})" if node_pid else "stopped"
+    )
     return {"redis": redis_state, "node agent": node_state, "redis_url": url}
 
 

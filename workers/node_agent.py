@@ -20,7 +20,6 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from arq import Worker as ArqWorker
@@ -31,7 +30,7 @@ from byzerllm.broker.connection import connect
 from byzerllm.broker.errors import NodeAgentError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import arq_settings
-from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.settings import BrokerSettings, home_dir
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.process import WorkerProcess, spawn_worker
 
@@ -82,7 +81,7 @@ class NodeAgent:
         self.gpus = gpus if gpus is not None else detect_gpus()
         self.worker_args = worker_args or []
         self.children: dict[str, Child] = {}
-        self.log_dir = Path(os.environ.get("BYZERLLM_HOME", Path.home() / ".byzerllm")) / "logs"
+        self.log_dir = home_dir() / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- capacity ----------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Dependencies point one way: cli -> client -> broker, workers -> broker.
+
+client and workers never import each other; broker imports neither; none of
+them imports the top-level ``byzerllm`` package, which only re-exports them
+(the public API and the original's import paths). Every import counts, also
+those inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOMS = ("broker", "client", "workers", "cli")
+# what each room may import, besides itself
+ALLOWED = {
+    "broker": set(),
+    "client": {"broker"},
+    "workers": {"broker"},
+    "cli": {"broker", "client", "workers"},
+}
+
+
+def _first_party_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text("utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        found += [(node.lineno, n) for n in names if n == "byzerllm" or n.startswith("byzerllm.")]
+    return found
+
+
+def _violations(room: str) -> list[str]:
+    problems = []
+    for path in sorted((ROOT / room).rglob("*.py")):
+        for line, module in _first_party_imports(path):
+            parts = module.split(".")
+            target = parts[1] if len(parts) > 1 else "byzerllm"
+            if target != room and target not in ALLOWED[room]:
+                problems.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return problems
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_imports_point_the_right_way(room):
+    assert _violations(room) == []
+
+
+def test_the_check_sees_a_wrong_way_import(tmp_path, monkeypatch):
+    """A broker module importing the client is caught (so the test can fail)."""
+    room = tmp_path / "broker"
+    room.mkdir()
+    (room / "bad.py").write_text("def f():\n    from byzerllm.client.llm import AsyncByzerLLM\n")
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+    assert _violations("broker") == ["broker/bad.py:2 imports byzerllm.client.llm"]
