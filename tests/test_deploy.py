@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from tests.openai_stub import OpenAIStub
+from tests.waiting import until, until_sync
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,12 +59,15 @@ class Cluster:
         )
         self.nodes.append(proc)
         client = redis.Redis.from_url(self.settings.redis_url)
-        deadline = time.monotonic() + 30
-        while not client.hget(f"{self.settings.prefix}:node:{node_id}", "heartbeat"):
+
+        def reported() -> bool:
             assert proc.poll() is None, (self.home / f"{node_id}.log").read_text()
-            assert time.monotonic() < deadline, "node agent did not report"
-            time.sleep(0.05)
-        client.close()
+            return bool(client.hget(f"{self.settings.prefix}:node:{node_id}", "heartbeat"))
+
+        try:
+            until_sync(reported, f"node agent {node_id} to report")
+        finally:
+            client.close()
         return proc
 
     def cli(
@@ -204,23 +207,31 @@ def test_crashed_worker_is_restarted(cluster, sync_redis, settings):
     )
     [first] = cluster.stat("phoenix")["workers"]
     os.kill(first["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def replaced() -> bool:
         workers = cluster.stat("phoenix")["workers"]
-        if workers and workers[0]["pid"] != first["pid"] and workers[0]["ready"]:
-            break
-        assert time.monotonic() < deadline, "no replacement worker"
-        time.sleep(0.2)
+        return bool(workers and workers[0]["pid"] != first["pid"] and workers[0]["ready"])
+
+    until_sync(replaced, "a replacement worker", limit=120)
     assert cluster.cli("chat", "phoenix", "back again").stdout.strip() == "back again"
     assert "exit" in cluster.stat("phoenix")["last_error"]
 
 
-def test_redeploy_needs_force_and_force_replaces_without_dropping(cluster, settings):
+def test_redeploy_needs_force_and_force_replaces_without_dropping(cluster, settings, sync_redis):
     cluster.node("n1")
     base = ["deploy", "--pretrained_model_type", "custom/echo", "--model", "rolling"]
     assert cluster.cli(*base, "--infer_params", "prefix=v1 ").returncode == 0
     again = cluster.cli(*base)
     assert again.returncode != 0 and "--force" in again.stderr
+
+    workers = f"{settings.prefix}:{{rolling}}:workers"
+
+    def only_generation_2_left() -> bool:
+        generations = {
+            sync_redis.hget(f"{settings.prefix}:{{rolling}}:worker:{w.decode()}", "generation")
+            for w in sync_redis.smembers(workers)
+        }
+        return generations == {b"2"}
 
     async def keep_asking() -> list[str]:
         from byzerllm.client.llm import AsyncByzerLLM
@@ -232,9 +243,8 @@ def test_redeploy_needs_force_and_force_replaces_without_dropping(cluster, setti
         )
         while not deploy.done():
             answers.append((await llm.chat_oai("x"))[0].output)
-            await asyncio.sleep(0.02)
         assert deploy.result().returncode == 0, deploy.result().stderr
-        await asyncio.sleep(1.0)
+        await until(only_generation_2_left, "the old worker to drain and leave")
         answers.append((await llm.chat_oai("x"))[0].output)
         await llm.aclose()
         return answers
@@ -244,7 +254,7 @@ def test_redeploy_needs_force_and_force_replaces_without_dropping(cluster, setti
     assert set(answers) <= {"v1 x", "v2 x"}, "no request failed during the switch"
 
 
-def test_undeploy_drains_in_flight_and_answers_queued(cluster, settings):
+def test_undeploy_drains_in_flight_and_answers_queued(cluster, settings, sync_redis):
     cluster.node("n1")
     assert (
         cluster.cli(
@@ -252,21 +262,24 @@ def test_undeploy_drains_in_flight_and_answers_queued(cluster, settings):
             "--pretrained_model_type",
             "custom/echo",
             "--infer_params",
-            "delay=0.2",
+            "delay=2.0",
             "--model",
             "slow",
         ).returncode
         == 0
     )
 
+    requests = f"{settings.prefix}:{{slow}}:req"
+
     async def scenario() -> tuple[object, object]:
         from byzerllm.client.llm import AsyncByzerLLM
 
         llm = AsyncByzerLLM(settings=settings, default_model_name="slow")
-        running = asyncio.create_task(llm.chat_oai("a b c d e f"))  # ~1 s on the one slot
-        await asyncio.sleep(0.3)
+        # 10 s on the one slot: still running when the undeploy (one CLI call) drains it
+        running = asyncio.create_task(llm.chat_oai("a b c d e f"))
+        await until(lambda: sync_redis.xpending(requests, "workers")["pending"] == 1, "A taken")
         queued = asyncio.create_task(llm.chat_oai("queued behind"))
-        await asyncio.sleep(0.1)
+        await until(lambda: sync_redis.xlen(requests) == 2, "B queued behind A")
         await asyncio.to_thread(cluster.cli, "undeploy", "--model", "slow")
         results = await asyncio.gather(running, queued, return_exceptions=True)
         await llm.aclose()

@@ -6,7 +6,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -79,15 +78,12 @@ def test_quickstart_serves_smollm2_on_embedded_defaults_then_local_stop(tmp_path
     """The README's first command on a fresh machine: Redis, node agent, SmolLM2."""
     env = _fresh_env(tmp_path)
     try:
-        started = time.perf_counter()
         result = _cli(env, "quickstart", "--model", "qs")
-        took = time.perf_counter() - started
         assert result.returncode == 0, result.stderr + result.stdout
         lines = result.stdout.splitlines()
         assert any("deployed 'qs': SmolLM2-135M-Instruct on llama.cpp" in x for x in lines)
         assert "tokyo" in _line(lines, "3. @byzerllm.prompt").lower()  # a real model answered
         assert len(_line(lines, "4. stream_chat_oai").split()) >= 3
-        assert took < 120, f"the quickstart took {took:.0f}s"
         status = _cli(env, "local", "status").stdout
         assert "redis: running" in status and "node agent: running" in status
         # later commands find the same services (sampled, so any answer will do)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.workers.runtime import Worker
 from tests.stubs.anthropic_stub import AnthropicStub
+from tests.waiting import LIMIT
 
 pytest.importorskip("anthropic")
 
@@ -68,16 +70,31 @@ async def test_stream_reassembles_deltas_and_reports_usage(start_worker, llm, st
     assert stub.last.json()["stream"] is True
 
 
+def gated(events: Iterable[bytes], gate: threading.Event, held_from: int) -> Iterator[bytes]:
+    """The events before ``held_from`` at once, the rest only after ``gate`` is set."""
+    for i, event in enumerate(events):
+        if i == held_from:
+            gate.wait(LIMIT)
+        yield event
+
+
 async def test_stream_chunks_arrive_as_sent(start_worker, llm):
-    with AnthropicStub(KEY, chunk_delay=0.15) as slow:
-        await deploy(start_worker, slow)
-        start = time.perf_counter()
-        stream = llm.stream_chat_oai("a b c d e", model="sonnet_3_5_chat", delta_mode=True)
-        await stream.__anext__()
-        first_at = time.perf_counter() - start
-        rest = [t async for t, _ in stream]
-    assert first_at < 0.6 < time.perf_counter() - start
-    assert "".join(rest).endswith("e")
+    gate = threading.Event()
+    with AnthropicStub(KEY) as slow:
+        events_for = slow._events
+        # message_start, content_block_start, ping and the first word; then a wait
+        slow._events = lambda *args: gated(events_for(*args), gate, held_from=4)
+        try:
+            await deploy(start_worker, slow)
+            stream = llm.stream_chat_oai("a b c d e", model="sonnet_3_5_chat", delta_mode=True)
+            # the vendor sends the rest only after the client saw the first word
+            first, _ = await asyncio.wait_for(stream.__anext__(), LIMIT)
+            gate.set()
+            rest = [t async for t, _ in stream]
+        finally:
+            gate.set()
+    assert first == "a "
+    assert first + "".join(rest) == "a b c d e"
 
 
 async def test_llm_config_maps_to_anthropic_names(start_worker, llm, stub):

@@ -2,7 +2,6 @@
 
 import contextlib
 import threading
-import time
 from typing import Optional  # noqa: F401 - the guide's signature uses it
 
 import anyio
@@ -11,6 +10,7 @@ import pytest
 from byzerllm.apps.utils import TagExtractor
 from byzerllm.utils.client import code_utils
 from byzerllm.utils.langutil import asyncfy, asyncfy_with_semaphore
+from tests.waiting import LIMIT, until
 
 
 def test_extract_code(capsys):
@@ -65,33 +65,47 @@ async def test_asyncfy_keeps_the_thread():
 async def test_asyncfy_with_semaphore_bounds_concurrency():
     running = peak = 0
     lock = threading.Lock()
+    release = threading.Event()  # calls run until the test lets them finish
 
     def work(i):
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.05)
+        release.wait(LIMIT)
         with lock:
             running -= 1
         return i * 2
 
     semaphore = anyio.Semaphore(2)
     results = []
-    async with anyio.create_task_group() as tg:
-        for i in range(6):
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
 
-            async def one(i=i):
-                results.append(await asyncfy_with_semaphore(work, semaphore)(i))
+                async def one(i=i):
+                    results.append(await asyncfy_with_semaphore(work, semaphore)(i))
 
-            tg.start_soon(one)
+                tg.start_soon(one)
+            await until(
+                lambda: running + semaphore.statistics().tasks_waiting == 6,
+                "every call to run or wait for the semaphore",
+            )
+            assert running == 2, "two calls run, the other four wait"
+            release.set()
+    finally:
+        release.set()
     assert sorted(results) == [0, 2, 4, 6, 8, 10]
     assert peak == 2
 
 
 async def test_asyncfy_with_semaphore_timeout():
-    with pytest.raises(TimeoutError):
-        await asyncfy_with_semaphore(lambda: time.sleep(0.5), timeout=0.05)()
+    release = threading.Event()  # the call cannot finish before the test lets it
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncfy_with_semaphore(lambda: release.wait(LIMIT), timeout=0.05)()
+    finally:
+        release.set()  # end the abandoned thread
 
 
 async def test_async_with_on_a_returned_context_manager():
