@@ -20,7 +20,7 @@ from byzerllm.broker.settings import BrokerSettings
 T = TypeVar("T")
 
 
-def reply_of(command: Any) -> Awaitable[Any]:
+def awaitable(command: Any) -> Awaitable[Any]:
     """A command of our asyncio client, typed as what it is.
 
     redis-py types each command as "awaitable or not" because one signature

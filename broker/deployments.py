@@ -14,8 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from byzerllm.broker.connection import reply_of
-from byzerllm.broker.keys import Keys, text
+from byzerllm.broker.connection import awaitable
+from byzerllm.broker.keys import AliasKeys, Keys, decoded
 from byzerllm.broker.secrets import seal, unseal
 from byzerllm.broker.spec import DeploySpec, spec_from_hash
 
@@ -51,16 +51,16 @@ async def save(
 
 
 async def info(redis: aioredis.Redis, keys: Keys, alias: str) -> dict[str, str] | None:
-    raw = await reply_of(redis.hgetall(keys.alias(alias).spec))
-    return {text(k): text(v) for k, v in raw.items()} if raw else None
+    raw = await awaitable(redis.hgetall(keys.alias(alias).spec))
+    return {decoded(k): decoded(v) for k, v in raw.items()} if raw else None
 
 
 async def load(redis: aioredis.Redis, keys: Keys, alias: str) -> DeploySpec | None:
     """The spec with its secrets unsealed (needs the cluster key)."""
-    raw: dict[bytes, bytes] = await reply_of(redis.hgetall(keys.alias(alias).spec))
+    raw: dict[bytes, bytes] = await awaitable(redis.hgetall(keys.alias(alias).spec))
     if not raw:
         return None
-    return spec_from_hash(raw, unseal(text(raw.get(b"sealed", b""))))
+    return spec_from_hash(raw, unseal(decoded(raw.get(b"sealed", b""))))
 
 
 async def set_state(
@@ -73,19 +73,51 @@ async def set_state(
     if last_error is not None:
         fields["last_error"] = last_error[-4000:]
     if fields:
-        await reply_of(redis.hset(keys.alias(alias).spec, mapping=fields))
+        await awaitable(redis.hset(keys.alias(alias).spec, mapping=fields))
 
 
 async def remove(redis: aioredis.Redis, keys: Keys, alias: str) -> None:
     """Delete every key of the alias (after its workers left) and forget the alias."""
     ak = keys.alias(alias)
-    worker_ids = [text(w) for w in await reply_of(redis.smembers(ak.workers))]
+    worker_ids = [decoded(w) for w in await awaitable(redis.smembers(ak.workers))]
     pipe = redis.pipeline(transaction=False)
     pipe.delete(
         ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
     )
     pipe.srem(keys.models, alias)
     await pipe.execute()
+
+
+class OrderSubscription:
+    """A worker's subscription to its alias' cancel and control channels.
+
+    ``next()`` gives ``("cancel", request_id)`` or ``("control", json_text)``,
+    or None when nothing came within the timeout.
+    """
+
+    def __init__(self, redis: aioredis.Redis, ak: AliasKeys) -> None:
+        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self._ak = ak
+        self._control = ak.control_channel.encode()
+
+    async def __aenter__(self) -> OrderSubscription:
+        await self._pubsub.subscribe(self._ak.cancel_channel, self._ak.control_channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._pubsub.aclose()
+
+    async def next(self, timeout: float = 1.0) -> tuple[str, str] | None:
+        message = await self._pubsub.get_message(timeout=timeout)
+        if not message or message["type"] != "message":
+            return None
+        kind = "control" if message["channel"] == self._control else "cancel"
+        return kind, decoded(message["data"])
+
+
+async def exists(redis: aioredis.Redis, keys: Keys, alias: str) -> bool:
+    """Whether the alias has a spec (deployed, or described by a worker started by hand)."""
+    return bool(await redis.exists(keys.alias(alias).spec))
 
 
 async def publish_control(

@@ -34,8 +34,8 @@ from typing import Any
 GROUP = "workers"
 
 
-def text(value: Any) -> str:
-    """A key, member or field as read from Redis (bytes), as text."""
+def decoded(value: Any) -> str:
+    """A key, member or field as read from Redis (bytes), decoded to str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -29,7 +29,6 @@ class RequestKind(StrEnum):
 
 class ReplyType(StrEnum):
     DELTA = "delta"  # data: {"text": str, "reasoning": str}
-    META = "meta"  # data: partial metadata (e.g. usage) while streaming
     END = "end"  # data: {"output": ..., "meta": {...}}; the last entry of a request
     ERROR = "error"  # data: {"type", "message", "retryable"}; also the last entry
     RETRY = "retry"  # data: {"attempt": n}; a new worker starts the request again

@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from pydantic import BaseModel
 
-from byzerllm.broker.connection import reply_of
-from byzerllm.broker.keys import Keys, text
+from byzerllm.broker.connection import awaitable
+from byzerllm.broker.keys import Keys, decoded
 from byzerllm.broker.settings import BrokerSettings
 
 NODE_TTL = 10.0  # seconds without a heartbeat before a node counts as gone
@@ -40,8 +40,24 @@ class NodeState(BaseModel):
         return self.gpus - self.used_gpus
 
 
+async def report_node(redis: aioredis.Redis, keys: Keys, node: NodeState) -> None:
+    """A node agent's capacity and heartbeat; it counts as alive for NODE_TTL."""
+    fields = node.model_dump(exclude={"node_id"})
+    pipe = redis.pipeline(transaction=False)
+    pipe.sadd(keys.nodes, node.node_id)
+    pipe.hset(keys.node(node.node_id), mapping={k: str(v) for k, v in fields.items()})
+    await pipe.execute()
+
+
+async def forget_node(redis: aioredis.Redis, keys: Keys, node_id: str) -> None:
+    pipe = redis.pipeline(transaction=False)
+    pipe.srem(keys.nodes, node_id)
+    pipe.delete(keys.node(node_id))
+    await pipe.execute()
+
+
 async def list_nodes(redis: aioredis.Redis, keys: Keys, alive_only: bool = True) -> list[NodeState]:
-    ids = sorted(text(n) for n in await reply_of(redis.smembers(keys.nodes)))
+    ids = sorted(decoded(n) for n in await awaitable(redis.smembers(keys.nodes)))
     if not ids:
         return []
     pipe = redis.pipeline(transaction=False)
@@ -51,7 +67,7 @@ async def list_nodes(redis: aioredis.Redis, keys: Keys, alive_only: bool = True)
     for node_id, raw in zip(ids, await pipe.execute(), strict=True):
         if not raw:
             continue
-        data: dict[str, Any] = {text(k): text(v) for k, v in raw.items()}
+        data: dict[str, Any] = {decoded(k): decoded(v) for k, v in raw.items()}
         node = NodeState.model_validate({"node_id": node_id, **data})
         if node.alive or not alive_only:
             nodes.append(node)

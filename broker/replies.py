@@ -14,21 +14,45 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from byzerllm.broker.batcher import CommandBatcher
-from byzerllm.broker.keys import Keys
+from byzerllm.broker.keys import AliasKeys, Keys
 from byzerllm.broker.messages import FIELD, encode_replies
-from byzerllm.broker.requests import DEAD_LETTER_LIMIT
+from byzerllm.broker.requests import DEAD_LETTER_LIMIT, stage_acks, stage_dead_letters
+from byzerllm.broker.state import stage_worker_state
 
 REPLY_TTL = 60  # seconds a reply stream outlives its client
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-def stage_replies(pipe: Any, stream: str, items: list[dict[str, Any]]) -> None:
-    """Queue one entry with ``items`` for a client's stream on the caller's pipeline.
+async def write_batch(
+    redis: aioredis.Redis,
+    ak: AliasKeys,
+    worker_id: str,
+    replies: dict[str, list[dict[str, Any]]],
+    acks: list[str],
+    dead: list[dict[str, Any]],
+    state: dict[str, str],
+    last_work: float | None,
+) -> list[str]:
+    """Everything a worker has to say, in one round trip, replies first.
 
-    Its result in the pipeline is None when the stream is gone (the client left).
+    ``replies`` maps a client's reply stream to its items (one entry each);
+    then dead letters, the acks of finished requests and the worker's state.
+    Returns the reply streams that are gone (NOMKSTREAM: their client left);
+    the first failed reply write raises.
     """
-    pipe.xadd(stream, {FIELD: encode_replies(items)}, nomkstream=True)
+    pipe = redis.pipeline(transaction=False)
+    streams = list(replies)
+    for stream in streams:
+        pipe.xadd(stream, {FIELD: encode_replies(replies[stream])}, nomkstream=True)
+    stage_dead_letters(pipe, ak.dead_letter, dead)
+    stage_acks(pipe, ak, acks)
+    stage_worker_state(pipe, ak, worker_id, state, last_work)
+    results = await pipe.execute(raise_on_error=False)
+    for result in results[: len(streams)]:
+        if isinstance(result, Exception):
+            raise result
+    return [stream for stream, result in zip(streams, results, strict=False) if result is None]
 
 
 class ReplyStream:

@@ -24,7 +24,7 @@ from byzerllm.broker.errors import (
     OverloadedError,
     RequestTooLargeError,
 )
-from byzerllm.broker.keys import GROUP, AliasKeys, Keys, text
+from byzerllm.broker.keys import GROUP, AliasKeys, Keys, decoded
 from byzerllm.broker.messages import (
     FIELD,
     ReplyType,
@@ -111,7 +111,7 @@ async def ensure_group(redis: aioredis.Redis, ak: AliasKeys) -> None:
 
 def _entries(response: Any) -> list[Entry]:
     return [
-        (text(entry_id), fields)
+        (decoded(entry_id), fields)
         for _stream, entries in response or ()
         for entry_id, fields in entries
     ]
@@ -149,7 +149,7 @@ async def claim_stale(
     result = await redis.xautoclaim(
         ak.requests, GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count
     )
-    return [(text(entry_id), fields) for entry_id, fields in (result[1] if result else [])]
+    return [(decoded(entry_id), fields) for entry_id, fields in (result[1] if result else [])]
 
 
 def stage_acks(pipe: Any, ak: AliasKeys, entry_ids: list[str]) -> None:

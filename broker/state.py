@@ -15,8 +15,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from byzerllm.broker.connection import reply_of, unless_answer
-from byzerllm.broker.keys import GROUP, AliasKeys, Keys, text
+from byzerllm.broker.connection import awaitable, unless_answer
+from byzerllm.broker.keys import GROUP, AliasKeys, Keys, decoded
 
 
 class WorkerState(BaseModel):
@@ -40,7 +40,7 @@ class WorkerState(BaseModel):
 
     @classmethod
     def from_hash(cls, worker_id: str, raw: dict[bytes, bytes], alive: bool) -> WorkerState:
-        data: dict[str, Any] = {text(k): text(v) for k, v in raw.items()}
+        data: dict[str, Any] = {decoded(k): decoded(v) for k, v in raw.items()}
         data["ready"] = data.get("ready") == "1"
         data = {k: v for k, v in data.items() if k in HASH_FIELDS}
         return cls.model_validate({**data, "worker_id": worker_id, "alive": alive})
@@ -77,7 +77,7 @@ async def register_worker(
     """Announce a starting worker; the spec hash is written only when no deployment
     owns it (a worker started by hand describes its own alias)."""
     ak = keys.alias(alias)
-    managed = await reply_of(redis.hexists(ak.spec, "managed"))
+    managed = await awaitable(redis.hexists(ak.spec, "managed"))
     pipe = redis.pipeline(transaction=False)
     if not managed:
         pipe.hset(ak.spec, mapping=spec_fields)
@@ -91,7 +91,7 @@ async def update_worker(
     redis: aioredis.Redis, ak: AliasKeys, worker_id: str, **values: Any
 ) -> None:
     """Write some fields of a worker's hash now (e.g. ``ready=True``)."""
-    await reply_of(redis.hset(ak.worker(worker_id), mapping=hash_fields(**values)))
+    await awaitable(redis.hset(ak.worker(worker_id), mapping=hash_fields(**values)))
 
 
 async def heartbeat(
@@ -145,7 +145,7 @@ async def forget_worker(redis: aioredis.Redis, ak: AliasKeys, worker_id: str) ->
 async def forget_dead_workers(redis: aioredis.Redis, ak: AliasKeys, silent_since: float) -> int:
     """Forget workers whose heartbeat expired before ``silent_since`` and that hold
     nothing; returns how many were forgotten."""
-    dead = [text(w) for w in await redis.zrangebyscore(ak.alive, "-inf", silent_since)]
+    dead = [decoded(w) for w in await redis.zrangebyscore(ak.alive, "-inf", silent_since)]
     if not dead:
         return 0
     pending = await _pending_by_consumer(redis, ak)
@@ -160,7 +160,7 @@ async def _pending_by_consumer(redis: aioredis.Redis, ak: AliasKeys) -> dict[str
     consumers = await unless_answer(
         redis.xinfo_consumers(ak.requests, GROUP), "no such key", "NOGROUP", default=[]
     )
-    return {text(c["name"]): int(c["pending"]) for c in consumers}
+    return {decoded(c["name"]): int(c["pending"]) for c in consumers}
 
 
 # -- what everyone reads ----------------------------------------------------------------
@@ -174,10 +174,10 @@ async def read_workers(
     With ``worker_ids``, those workers whatever their heartbeat (``alive`` says).
     """
     now = time.time()
-    alive_ids = [text(m) for m in await redis.zrangebyscore(ak.alive, now, "+inf")]
+    alive_ids = [decoded(m) for m in await redis.zrangebyscore(ak.alive, now, "+inf")]
     ids = alive_ids if worker_ids is None else list(worker_ids)
     scored: list[Any] = await redis.zrange(ak.lru, 0, -1, withscores=True)
-    lru_order = {text(m): float(s) for m, s in scored}
+    lru_order = {decoded(m): float(s) for m, s in scored}
     ids.sort(key=lambda w: lru_order.get(w, 0.0))
     if not ids:
         return []
@@ -194,7 +194,7 @@ async def read_workers(
 
 
 async def all_worker_ids(redis: aioredis.Redis, ak: AliasKeys) -> list[str]:
-    return sorted(text(w) for w in await reply_of(redis.smembers(ak.workers)))
+    return sorted(decoded(w) for w in await awaitable(redis.smembers(ak.workers)))
 
 
 async def ready_workers(
@@ -266,4 +266,4 @@ async def read_alias_stat(redis: aioredis.Redis, keys: Keys, alias: str) -> Alia
 
 
 async def list_aliases(redis: aioredis.Redis, keys: Keys) -> list[str]:
-    return sorted(text(m) for m in await reply_of(redis.smembers(keys.models)))
+    return sorted(decoded(m) for m in await awaitable(redis.smembers(keys.models)))

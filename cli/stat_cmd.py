@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import redis.asyncio as aioredis
 from rich.live import Live
 from rich.table import Table
 
@@ -17,6 +16,9 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.state import list_aliases, read_alias_stat
 from byzerllm.cli.common import out, redis_url_options, run, settings_for
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 
 async def alias_view(redis: aioredis.Redis, keys: Keys, alias: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
@@ -23,6 +23,9 @@ from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, dec
 from byzerllm.broker.replies import REPLY_TTL, ReplyStream
 from byzerllm.broker.requests import Admission
 from byzerllm.broker.settings import BrokerSettings
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,11 @@ class RequestChannel:
             pass
         await self._blocking.aclose()
         await self._redis.aclose()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The channel's connection (after start()), for reads such as stat."""
+        return self._redis
 
     # -- submitting ----------------------------------------------------------------
 

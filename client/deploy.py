@@ -13,8 +13,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from arq import create_pool
 
 from byzerllm.broker import deployments, requests, state
@@ -28,6 +28,9 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import NodeState, arq_settings, list_nodes
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 
 @dataclass

@@ -10,6 +10,8 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from byzerllm.broker import deployments
+from byzerllm.broker.connection import redis_errors
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.messages import ReplyType, RequestKind
 from byzerllm.broker.settings import BrokerSettings
@@ -304,12 +306,14 @@ class AsyncByzerLLM:
     async def is_model_exist(self, model: str) -> bool:
         channel = self.channel
         await channel.start()
-        return bool(await channel._redis.exists(channel.keys.alias(model).spec))
+        with redis_errors(self.settings):
+            return await deployments.exists(channel.redis, channel.keys, model)
 
     async def stat(self, model: str | None = None) -> dict[str, Any] | None:
         channel = self.channel
         await channel.start()
-        stat = await read_alias_stat(channel._redis, channel.keys, self._model(model))
+        with redis_errors(self.settings):
+            stat = await read_alias_stat(channel.redis, channel.keys, self._model(model))
         return None if stat is None else stat.guide_view()
 
     async def aclose(self) -> None:

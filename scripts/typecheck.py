@@ -53,7 +53,11 @@ def build_tree(tree: Path, extra: dict[str, Path] | None = None) -> Path:
     return tree
 
 
-def run(tree: Path = TREE, extra: dict[str, Path] | None = None) -> tuple[str, int]:
+def run(
+    tree: Path = TREE,
+    extra: dict[str, Path] | None = None,
+    cache_dir: Path = ROOT / ".mypy_cache",
+) -> tuple[str, int]:
     """mypy's findings (with repository paths) and its exit status."""
     build_tree(tree, extra)
     out, err, status = api.run(
@@ -61,7 +65,7 @@ def run(tree: Path = TREE, extra: dict[str, Path] | None = None) -> tuple[str, i
             "--config-file",
             str(ROOT / "pyproject.toml"),
             "--cache-dir",
-            str(ROOT / ".mypy_cache"),
+            str(cache_dir),
             str(tree / "byzerllm"),
         ]
     )

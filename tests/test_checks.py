@@ -34,10 +34,14 @@ def test_type_check_sees_a_cross_package_error(tmp_path):
         "reveal_type(AsyncByzerLLM)\n"
     )
     typecheck = _typecheck_module()
-    report, status = typecheck.run(tmp_path / "tree", extra={"byzerllm/client/_probe.py": probe})
+    report, status = typecheck.run(
+        tmp_path / "tree",
+        extra={"byzerllm/client/_probe.py": probe},
+        cache_dir=ROOT / ".mypy_cache" / "self-test",  # not shared with a concurrent check
+    )
     assert status == 1, report
     assert 'has type "BrokerSettings", variable has type "int"' in report, report
-    assert "client/_probe.py:4" in report, report
+    assert "probe.py:4: error" in report, report
     assert 'Revealed type is "def' in report and "AsyncByzerLLM" in report, report
     assert "Any" not in [line for line in report.splitlines() if "Revealed" in line][0]
 

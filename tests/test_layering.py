@@ -60,3 +60,35 @@ def test_the_check_sees_a_wrong_way_import(tmp_path, monkeypatch):
     (room / "bad.py").write_text("def f():\n    from byzerllm.client.llm import AsyncByzerLLM\n")
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     assert _violations("broker") == ["broker/bad.py:2 imports byzerllm.client.llm"]
+
+
+def _redis_imports_at_run_time(path: Path) -> list[int]:
+    """Lines importing redis-py outside an ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse(path.read_text("utf-8"), filename=str(path))
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    lines = []
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            if any(alias.name.split(".")[0] == "redis" for alias in node.names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "redis":
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("room", [r for r in ROOMS if r != "broker"])
+def test_only_the_broker_talks_to_redis(room):
+    """Every Redis operation is in broker/; elsewhere redis-py only names types."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / room).rglob("*.py"))
+        for line in _redis_imports_at_run_time(path)
+    ]
+    assert found == []

@@ -13,8 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from byzerllm.broker import requests, state
 from byzerllm.broker.connection import raise_if_cancelling, redis_errors
@@ -22,6 +21,9 @@ from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.requests import Entry
 from byzerllm.broker.settings import BrokerSettings
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 

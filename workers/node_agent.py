@@ -29,7 +29,7 @@ from byzerllm.broker import deployments
 from byzerllm.broker.connection import connect
 from byzerllm.broker.errors import NodeAgentError
 from byzerllm.broker.keys import Keys
-from byzerllm.broker.nodes import arq_settings
+from byzerllm.broker.nodes import NodeState, arq_settings, forget_node, report_node
 from byzerllm.broker.settings import BrokerSettings, home_dir
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.process import WorkerProcess, spawn_worker
@@ -93,22 +93,18 @@ class NodeAgent:
 
     async def report(self) -> None:
         used_cpus, used_gpus = self.used()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(self.keys.nodes, self.node_id)
-        pipe.hset(
-            self.keys.node(self.node_id),
-            mapping={
-                "host": socket.gethostname(),
-                "pid": str(os.getpid()),
-                "cpus": str(self.cpus),
-                "gpus": str(self.gpus),
-                "used_cpus": str(used_cpus),
-                "used_gpus": str(len(used_gpus)),
-                "workers": str(len(self.children)),
-                "heartbeat": str(time.time()),
-            },
+        node = NodeState(
+            node_id=self.node_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            cpus=self.cpus,
+            gpus=self.gpus,
+            used_cpus=used_cpus,
+            used_gpus=len(used_gpus),
+            workers=len(self.children),
+            heartbeat=time.time(),
         )
-        await pipe.execute()
+        await report_node(self._redis, self.keys, node)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -234,10 +230,7 @@ class NodeAgent:
             child.process.proc.terminate()
         for child in self.children.values():
             await asyncio.to_thread(child.process.stop, 40.0)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.srem(self.keys.nodes, self.node_id)
-        pipe.delete(self.keys.node(self.node_id))
-        await pipe.execute()
+        await forget_node(self._redis, self.keys, self.node_id)
         await self._redis.aclose()
 
     def arq_worker(self) -> ArqWorker:

@@ -12,14 +12,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from byzerllm.broker.connection import raise_if_cancelling, redis_errors
+from byzerllm.broker.deployments import OrderSubscription
 from byzerllm.broker.errors import BrokerUnavailableError
-from byzerllm.broker.keys import AliasKeys, text
+from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.settings import BrokerSettings
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +62,30 @@ class Orders:
         failing = False
         while True:
             raise_if_cancelling()
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 with redis_errors(self._settings):
-                    await pubsub.subscribe(self._ak.cancel_channel, self._ak.control_channel)
-                    if failing:
-                        log.warning("cancel channel subscribed again")
-                        failing = False
-                    await self._receive(pubsub)
+                    async with OrderSubscription(self._redis, self._ak) as orders:
+                        if failing:
+                            log.warning("cancel channel subscribed again")
+                            failing = False
+                        await self._receive(orders)
             except BrokerUnavailableError as exc:
                 raise_if_cancelling()
                 if not failing:
                     log.warning("cancel channel lost, subscribing again: %s", exc)
                 failing = True
                 await asyncio.sleep(0.5)
-            finally:
-                await pubsub.aclose()
 
-    async def _receive(self, pubsub: Any) -> None:
-        control = self._ak.control_channel.encode()
+    async def _receive(self, orders: OrderSubscription) -> None:
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
-            message = await pubsub.get_message(timeout=1.0)
-            if not message or message["type"] != "message":
+            order = await orders.next()
+            if order is None:
                 continue
-            if message["channel"] == control:
-                if drain_order(text(message["data"]), self._generation):
+            kind, data = order
+            if kind == "control":
+                if drain_order(data, self._generation):
                     log.info("draining on request of the control plane")
                     self._on_drain()
             else:
-                self._on_cancel(text(message["data"]))
+                self._on_cancel(data)

@@ -14,16 +14,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.connection import raise_if_cancelling
 from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.messages import ReplyType, reply
-from byzerllm.broker.replies import stage_replies
-from byzerllm.broker.requests import dead_letter_entry, stage_acks, stage_dead_letters
-from byzerllm.broker.state import stage_worker_state
+from byzerllm.broker.replies import write_batch
+from byzerllm.broker.requests import dead_letter_entry
+
+if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -199,21 +199,19 @@ class ReplyWriter:
         state: dict[str, str],
         lru: dict[str, float],
     ) -> None:
-        keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
-        streams = list(pending)
-        for stream in streams:
-            stage_replies(pipe, stream, pending[stream])
-        stage_dead_letters(pipe, keys.dead_letter, dead)
-        stage_acks(pipe, keys, acks)
-        stage_worker_state(pipe, keys, self._worker_id, state, lru.get(self._worker_id))
-        results = await pipe.execute(raise_on_error=False)
-        for stream, result in zip(streams, results, strict=False):
-            if result is None:  # NOMKSTREAM: the client's reply stream expired
-                for item in pending[stream]:
-                    self._on_client_gone(item["rid"])
-            elif isinstance(result, Exception):
-                raise result
+        gone = await write_batch(
+            self._redis,
+            self._keys,
+            self._worker_id,
+            pending,
+            acks,
+            dead,
+            state,
+            lru.get(self._worker_id),
+        )
+        for stream in gone:  # the client's reply stream expired: it left
+            for item in pending[stream]:
+                self._on_client_gone(item["rid"])
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written."""

@@ -73,7 +73,7 @@ class Worker:
         self.spec = spec
         self.settings = settings
         self.timing = timing or WorkerTiming()
-        self.concurrency = spec.worker_concurrency
+        self.worker_concurrency = spec.worker_concurrency  # requests served at once
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(settings.prefix).alias(spec.alias)
         self.backend = backend or backend_class(spec.pretrained_model_type, spec.infer_backend)(
@@ -94,7 +94,7 @@ class Worker:
 
     @property
     def free_slots(self) -> int:
-        return self.concurrency - len(self._inflight)
+        return self.worker_concurrency - len(self._inflight)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class Worker:
             host=socket.gethostname(),
             pid=os.getpid(),
             backend=self.backend.name,
-            max_concurrency=self.concurrency,
+            max_concurrency=self.worker_concurrency,  # stat's worker_max_concurrency
             free_slots=self.free_slots,
             total_requests=self._total,
             last_work_time=self._last_work,
