@@ -7,6 +7,7 @@ wrap Redis work in :func:`redis_errors` and see only byzerllm errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -93,6 +94,29 @@ async def unless_answer(command: Awaitable[T], *fragments: str, default: T) -> T
         if any(f in str(exc) for f in fragments):
             return default
         raise
+
+
+class OutageLog:
+    """Says once that some Redis work failed and once that it works again.
+
+    A process retrying through an outage (a Redis restart, a failover) would
+    otherwise log every retry: several lines a second per loop.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self._log.warning("%s failed, retrying: %s", self._what, exc)
+        self.down = True
+
+    def recovered(self) -> None:
+        if self.down:
+            self._log.warning("%s works again", self._what)
+        self.down = False
 
 
 def raise_if_cancelling() -> None:

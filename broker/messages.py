@@ -9,6 +9,8 @@ tell each other apart during a rolling upgrade.
 
 from __future__ import annotations
 
+import time
+import uuid
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -49,6 +51,27 @@ class Request(BaseModel):
     deadline: float | None = None
     attempt: int = 0
     created: float
+
+    @classmethod
+    def new(
+        cls,
+        alias: str,
+        kind: RequestKind,
+        payload: dict[str, Any],
+        reply_to: str,
+        timeout: float | None,
+    ) -> Request:
+        """A fresh request with a new id, due ``timeout`` seconds from now (None: never)."""
+        now = time.time()
+        return cls(
+            id=uuid.uuid4().hex,
+            alias=alias,
+            kind=kind,
+            payload=payload,
+            reply_to=reply_to,
+            deadline=now + timeout if timeout else None,
+            created=now,
+        )
 
 
 class Reply(BaseModel):

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.batcher import CommandBatcher
-from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
+from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import ProtocolError, RequestTimeoutError, error_from_wire
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, decode_replies
@@ -107,16 +107,7 @@ class RequestChannel:
     ) -> Call:
         if not self._started:
             await self.start()
-        now = time.time()
-        request = Request(
-            id=uuid.uuid4().hex,
-            alias=alias,
-            kind=kind,
-            payload=payload,
-            reply_to=self.reply_key,
-            deadline=now + timeout if timeout else None,
-            created=now,
-        )
+        request = Request.new(alias, kind, payload, self.reply_key, timeout)
         call = Call(request.id, alias, request.deadline)
         self._calls[request.id] = call
         try:
@@ -171,6 +162,7 @@ class RequestChannel:
 
     async def _read_loop(self) -> None:
         last_refresh = time.monotonic()
+        outage = OutageLog(log, "reading replies")
         failures = 0
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
@@ -181,16 +173,12 @@ class RequestChannel:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
-                # say it once, then retry quietly with backoff until Redis is back
-                (log.debug if failures else log.warning)(
-                    "reading replies failed, retrying: %s", exc
-                )
+                outage.failed(exc)  # said once; retried with backoff until Redis is back
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
                 continue
-            if failures:
-                log.warning("reading replies works again")
-                failures = 0
+            outage.recovered()
+            failures = 0
             if entries:
                 self._dispatch(entries)
             if time.monotonic() - last_refresh > REPLY_TTL / 3:

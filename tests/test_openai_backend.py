@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.workers.runtime import Worker
 from tests.openai_stub import OpenAIStub, embedding_for
 from tests.redis_server import free_port
+from tests.stubs.server import first_then_rest, gated
 from tests.waiting import LIMIT, until
 
 KEY = "sk-test-0123456789"
@@ -110,14 +111,6 @@ async def test_stream_delta_mode_reassembles_text_and_ends_with_usage(start_work
     assert stub.last_request["stream_options"] == {"include_usage": True}
 
 
-def gated(events: Iterable[bytes], gate: threading.Event, held_from: int) -> Iterator[bytes]:
-    """The events before ``held_from`` at once, the rest only after ``gate`` is set."""
-    for i, event in enumerate(events):
-        if i == held_from:
-            gate.wait(LIMIT)
-        yield event
-
-
 async def test_stream_forwards_chunks_as_the_vendor_sends_them(start_worker, llm):
     gate = threading.Event()
     with OpenAIStub(api_key=KEY, chunk_delay=0.001) as slow:
@@ -132,10 +125,7 @@ async def test_stream_forwards_chunks_as_the_vendor_sends_them(start_worker, llm
         try:
             await deploy(start_worker, slow)
             stream = llm.stream_chat_oai("one two three four five", model="gpt", delta_mode=True)
-            # the vendor sends the rest only after the client saw the first word
-            first, _ = await asyncio.wait_for(stream.__anext__(), LIMIT)
-            gate.set()
-            rest = [t async for t, _ in stream]
+            first, rest = await first_then_rest(stream, gate)
         finally:
             gate.set()
     assert first == "one "

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.workers.runtime import Worker
 from tests.stubs.anthropic_stub import AnthropicStub
-from tests.waiting import LIMIT
+from tests.stubs.server import first_then_rest, gated
 
 pytest.importorskip("anthropic")
 
@@ -70,14 +69,6 @@ async def test_stream_reassembles_deltas_and_reports_usage(start_worker, llm, st
     assert stub.last.json()["stream"] is True
 
 
-def gated(events: Iterable[bytes], gate: threading.Event, held_from: int) -> Iterator[bytes]:
-    """The events before ``held_from`` at once, the rest only after ``gate`` is set."""
-    for i, event in enumerate(events):
-        if i == held_from:
-            gate.wait(LIMIT)
-        yield event
-
-
 async def test_stream_chunks_arrive_as_sent(start_worker, llm):
     gate = threading.Event()
     with AnthropicStub(KEY) as slow:
@@ -87,10 +78,7 @@ async def test_stream_chunks_arrive_as_sent(start_worker, llm):
         try:
             await deploy(start_worker, slow)
             stream = llm.stream_chat_oai("a b c d e", model="sonnet_3_5_chat", delta_mode=True)
-            # the vendor sends the rest only after the client saw the first word
-            first, _ = await asyncio.wait_for(stream.__anext__(), LIMIT)
-            gate.set()
-            rest = [t async for t, _ in stream]
+            first, rest = await first_then_rest(stream, gate)
         finally:
             gate.set()
     assert first == "a "

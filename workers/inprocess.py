@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,17 +46,7 @@ class InProcessChannel:
                 f"llm.deploy(model_path=..., pretrained_model_type=..., udf_name={alias!r}, "
                 "infer_params={...}) first",
             )
-        now = time.time()
-        request = Request(
-            id=uuid.uuid4().hex,
-            alias=alias,
-            kind=kind,
-            payload=payload,
-            reply_to="",
-            deadline=now + timeout if timeout else None,
-            created=now,
-        )
-        return LocalCall(request)
+        return LocalCall(Request.new(alias, kind, payload, "", timeout))
 
     def _reply(self, call: LocalCall, type_: ReplyType, data: dict[str, Any]) -> Reply:
         return Reply(rid=call.rid, seq=next(self._seq), type=type_, data=data)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from byzerllm.broker import requests, state
-from byzerllm.broker.connection import raise_if_cancelling, redis_errors
+from byzerllm.broker.connection import OutageLog, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.requests import Entry
@@ -78,7 +78,7 @@ class Liveness:
     async def run(self) -> None:
         """Beat, claim and sweep until cancelled; a Redis outage is logged once."""
         beats = 0
-        failing = False
+        outage = OutageLog(log, "heartbeat")
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             await asyncio.sleep(self._timing.heartbeat_interval)
@@ -93,13 +93,9 @@ class Liveness:
                         await state.forget_dead_workers(self._redis, self._ak, horizon)
             except BrokerUnavailableError as exc:
                 raise_if_cancelling()
-                if not failing:
-                    log.warning("heartbeat failed, retrying: %s", exc)
-                failing = True
+                outage.failed(exc)
                 continue
-            if failing:
-                log.warning("heartbeats reach Redis again")
-                failing = False
+            outage.recovered()
 
     async def _claim_stale(self) -> None:
         free = self._free_slots()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from byzerllm.broker.connection import raise_if_cancelling, redis_errors
+from byzerllm.broker.connection import OutageLog, raise_if_cancelling, redis_errors
 from byzerllm.broker.deployments import OrderSubscription
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import AliasKeys
@@ -59,21 +59,17 @@ class Orders:
     async def listen(self) -> None:
         """Follow both channels until cancelled, subscribing again after an outage
         (logged once per outage)."""
-        failing = False
+        outage = OutageLog(log, "subscribing to the cancel and control channels")
         while True:
             raise_if_cancelling()
             try:
                 with redis_errors(self._settings):
                     async with OrderSubscription(self._redis, self._ak) as orders:
-                        if failing:
-                            log.warning("cancel channel subscribed again")
-                            failing = False
+                        outage.recovered()
                         await self._receive(orders)
             except BrokerUnavailableError as exc:
                 raise_if_cancelling()
-                if not failing:
-                    log.warning("cancel channel lost, subscribing again: %s", exc)
-                failing = True
+                outage.failed(exc)
                 await asyncio.sleep(0.5)
 
     async def _receive(self, orders: OrderSubscription) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from byzerllm.broker import deployments, requests, state
-from byzerllm.broker.connection import connect, raise_if_cancelling, redis_errors
+from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import (
     BackendLoadError,
     BrokerUnavailableError,
@@ -230,7 +230,7 @@ class Worker:
     # -- reading requests ------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        failing = False
+        outage = OutageLog(log, "reading requests")
         while not self._stopping.is_set():
             free = self.free_slots
             if free <= 0:
@@ -255,16 +255,12 @@ class Worker:
                 return
             except BrokerUnavailableError as exc:
                 raise_if_cancelling()
-                if not failing:
-                    log.warning("reading requests failed, retrying: %s", exc)
-                failing = True
+                outage.failed(exc)
                 await asyncio.sleep(0.5)
                 continue
             finally:
                 self._in_read = False
-            if failing:
-                log.warning("reading requests works again")
-                failing = False
+            outage.recovered()
             for entry in entries:
                 self._accept(entry, retry=False)
 

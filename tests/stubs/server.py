@@ -8,11 +8,12 @@ so each stub only speaks its vendor's wire format.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -162,3 +163,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):  # the client left mid-stream
             self.close_connection = True
+
+
+def gated(events: Iterable[bytes], gate: threading.Event, held_from: int) -> Iterator[bytes]:
+    """The events before ``held_from`` at once, the rest only after ``gate`` is set
+    (or a minute has passed): a vendor stream that waits for the test."""
+    for i, event in enumerate(events):
+        if i == held_from:
+            gate.wait(60)
+        yield event
+
+
+async def first_then_rest(stream: Any, gate: threading.Event) -> tuple[str, list[str]]:
+    """The first delta of a client stream whose vendor waits at ``gate``, then the rest.
+
+    The vendor sends the rest only after the client saw the first piece, so a
+    backend that buffered the stream would never yield it.
+    """
+    first, _ = await asyncio.wait_for(stream.__anext__(), 60)
+    gate.set()
+    return first, [t async for t, _ in stream]
