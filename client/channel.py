@@ -12,12 +12,18 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
-from byzerllm.broker.errors import ProtocolError, RequestTimeoutError, error_from_wire
+from byzerllm.broker.errors import (
+    ProtocolError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    error_from_wire,
+)
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, decode_replies
 from byzerllm.broker.replies import REPLY_TTL, ReplyStream
@@ -33,19 +39,29 @@ TRIM_EVERY = 256  # reply entries read between two trims of the reply stream
 
 
 class Call:
-    """One in-flight request as the reader sees it."""
+    """One in-flight request as the reader sees it; ``owner`` is the client that made it."""
 
-    __slots__ = ("rid", "alias", "queue", "attempt", "deadline")
+    __slots__ = ("rid", "alias", "queue", "attempt", "deadline", "owner")
 
-    def __init__(self, rid: str, alias: str, deadline: float | None) -> None:
+    def __init__(
+        self, rid: str, alias: str, deadline: float | None, owner: object | None = None
+    ) -> None:
         self.rid = rid
         self.alias = alias
         self.deadline = deadline
+        self.owner = owner
         self.attempt = 0
         self.queue: asyncio.Queue[Reply] = asyncio.Queue()
 
 
 class RequestChannel:
+    """One process' transport to Redis for one event loop and one set of settings.
+
+    Clients share it (one reply stream and one reader serve them all) and
+    ``attach`` to it; a client that closes ``release``s it: its own calls end
+    and the channel closes with the last of its clients.
+    """
+
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -57,6 +73,7 @@ class RequestChannel:
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._untrimmed = 0
+        self._users: weakref.WeakSet[object] = weakref.WeakSet()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -78,6 +95,25 @@ class RequestChannel:
                 self._read_loop(), name="byzerllm-reply-reader"
             )
             self._started = True
+
+    def attach(self, user: object) -> None:
+        """Count ``user`` (a client) among those sharing this channel."""
+        self._users.add(user)
+
+    async def release(self, user: object) -> None:
+        """``user`` is done: its calls end (and stop on the workers); the last user
+        to leave closes the channel."""
+        for call in [c for c in self._calls.values() if c.owner is user]:
+            self.cancel(call)
+            err = RequestCancelledError(
+                f"request {call.rid} for {call.alias!r} was cancelled: its client was closed"
+            )
+            call.queue.put_nowait(
+                Reply(rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire())
+            )
+        self._users.discard(user)
+        if not self._users:
+            await self.aclose()
 
     async def aclose(self) -> None:
         if self._closed or not self._started:
@@ -103,12 +139,17 @@ class RequestChannel:
     # -- submitting ----------------------------------------------------------------
 
     async def submit(
-        self, alias: str, kind: RequestKind, payload: dict[str, Any], timeout: float | None
+        self,
+        alias: str,
+        kind: RequestKind,
+        payload: dict[str, Any],
+        timeout: float | None,
+        owner: object | None = None,
     ) -> Call:
         if not self._started:
             await self.start()
         request = Request.new(alias, kind, payload, self.reply_key, timeout)
-        call = Call(request.id, alias, request.deadline)
+        call = Call(request.id, alias, request.deadline, owner)
         self._calls[request.id] = call
         try:
             with redis_errors(self.settings):
@@ -222,13 +263,14 @@ class RequestChannel:
             self._last_id = recreated
 
 
-_channels: dict[tuple[int, str, str], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}
+_channels: dict[tuple[int, BrokerSettings], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}
 
 
 def channel_for(settings: BrokerSettings) -> RequestChannel:
-    """The process' channel for this event loop and Redis (created on first use)."""
+    """The process' channel for this event loop and these settings (created on first
+    use); clients with other settings (a smaller request limit, say) get their own."""
     loop = asyncio.get_running_loop()
-    key = (id(loop), settings.redis_url, settings.prefix)
+    key = (id(loop), settings)
     found = _channels.get(key)
     if found is not None and found[0] is loop and not found[1]._closed:
         return found[1]

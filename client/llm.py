@@ -72,6 +72,7 @@ class AsyncByzerLLM:
         )
         self.templates: dict[str, Any] = {}
         self.impl_cache: dict[tuple[Any, ...], Any] = {}
+        self._channels: list[RequestChannel] = []
 
     # -- configuration (chainable like the original) --------------------------------
 
@@ -102,7 +103,12 @@ class AsyncByzerLLM:
 
     @property
     def channel(self) -> RequestChannel:
-        return channel_for(self.settings)
+        """The process' shared channel for the running loop, with this client attached."""
+        channel = channel_for(self.settings)
+        if channel not in self._channels:
+            channel.attach(self)
+            self._channels.append(channel)
+        return channel
 
     # -- chat --------------------------------------------------------------------------
 
@@ -167,6 +173,7 @@ class AsyncByzerLLM:
                 **(payload or {}),
             },
             self._timeout(llm_config),
+            owner=self,
         )
         output: Any = ""
         meta: dict[str, Any] = {}
@@ -209,6 +216,7 @@ class AsyncByzerLLM:
                 "extra_request_params": extra_request_params or {},
             },
             self._timeout(llm_config),
+            owner=self,
         )
         text = reasoning = shown = shown_reasoning = ""
         first_token_time = 0.0
@@ -276,6 +284,7 @@ class AsyncByzerLLM:
             RequestKind.EMBED,
             {"texts": items, "llm_config": llm_config},
             self._timeout(llm_config),
+            owner=self,
         )
         vectors: list[list[float]] = []
         meta: dict[str, Any] = {}
@@ -296,7 +305,7 @@ class AsyncByzerLLM:
     async def get_meta(self, model: str | None = None) -> dict[str, Any]:
         alias = self._model(model)
         channel = self.channel
-        call = await channel.submit(alias, RequestKind.META, {}, self._timeout({}))
+        call = await channel.submit(alias, RequestKind.META, {}, self._timeout({}), owner=self)
         meta: dict[str, Any] = {}
         async for item in channel.replies(call):  # to the end, or the call counts as cancelled
             if item.type is ReplyType.END:
@@ -317,4 +326,8 @@ class AsyncByzerLLM:
         return None if stat is None else stat.guide_view()
 
     async def aclose(self) -> None:
-        await self.channel.aclose()
+        """End this client's own calls and leave its channels; other clients of the
+        process keep theirs."""
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            await channel.release(self)

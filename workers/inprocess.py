@@ -37,7 +37,12 @@ class InProcessChannel:
         self._seq = itertools.count()
 
     async def submit(
-        self, alias: str, kind: RequestKind, payload: dict[str, Any], timeout: float | None
+        self,
+        alias: str,
+        kind: RequestKind,
+        payload: dict[str, Any],
+        timeout: float | None,
+        owner: object | None = None,
     ) -> LocalCall:
         if alias not in self.backends:
             raise ModelNotFoundError(
