@@ -28,10 +28,12 @@ key                                    type         content
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 GROUP = "workers"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def decoded(value: Any) -> str:
@@ -105,6 +107,12 @@ class Keys:
 
     def reply(self, client_id: str) -> str:
         return f"{self.prefix}:reply:{client_id}"
+
+    def is_reply(self, key: str) -> bool:
+        """Whether ``key`` names a reply stream of this prefix (a request's ``reply_to``
+        must: a worker writes nowhere else)."""
+        head = f"{self.prefix}:reply:"
+        return key.startswith(head) and _CLIENT_ID.fullmatch(key[len(head) :]) is not None
 
     @property
     def nodes(self) -> str:

@@ -9,6 +9,7 @@ XREAD, and trims what it has consumed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,6 +25,15 @@ REPLY_TTL = 60  # seconds a reply stream outlives its client
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
+@dataclass
+class BatchOutcome:
+    """Which reply streams of a written batch are gone, and which could not be written."""
+
+    gone: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    other_errors: list[str] = field(default_factory=list)
+
+
 async def write_batch(
     redis: aioredis.Redis,
     ak: AliasKeys,
@@ -33,13 +43,15 @@ async def write_batch(
     dead: list[dict[str, Any]],
     state: dict[str, str],
     last_work: float | None,
-) -> list[str]:
+) -> BatchOutcome:
     """Everything a worker has to say, in one round trip, replies first.
 
     ``replies`` maps a client's reply stream to its items (one entry each);
     then dead letters, the acks of finished requests and the worker's state.
-    Returns the reply streams that are gone (NOMKSTREAM: their client left);
-    the first failed reply write raises.
+    Returns the reply streams that are gone (NOMKSTREAM: their client left)
+    and those whose write failed, with the reason (the key is not a stream,
+    say): the other writes of the batch went through and must not be sent
+    again. A lost connection raises.
     """
     pipe = redis.pipeline(transaction=False)
     streams = list(replies)
@@ -49,10 +61,14 @@ async def write_batch(
     stage_acks(pipe, ak, acks)
     stage_worker_state(pipe, ak, worker_id, state, last_work)
     results = await pipe.execute(raise_on_error=False)
-    for result in results[: len(streams)]:
-        if isinstance(result, Exception):
-            raise result
-    return [stream for stream, result in zip(streams, results, strict=False) if result is None]
+    outcome = BatchOutcome()
+    for stream, result in zip(streams, results, strict=False):
+        if result is None:
+            outcome.gone.append(stream)
+        elif isinstance(result, Exception):
+            outcome.failed[stream] = str(result)
+    outcome.other_errors = [str(r) for r in results[len(streams) :] if isinstance(r, Exception)]
+    return outcome
 
 
 class ReplyStream:

@@ -199,7 +199,7 @@ class ReplyWriter:
         state: dict[str, str],
         lru: dict[str, float],
     ) -> None:
-        gone = await write_batch(
+        outcome = await write_batch(
             self._redis,
             self._keys,
             self._worker_id,
@@ -209,9 +209,18 @@ class ReplyWriter:
             state,
             lru.get(self._worker_id),
         )
-        for stream in gone:  # the client's reply stream expired: it left
+        for stream in outcome.gone:  # the client's reply stream expired: it left
             for item in pending[stream]:
                 self._on_client_gone(item["rid"])
+        for stream, reason in outcome.failed.items():
+            # nobody can be answered there: drop these replies (never the batch) and
+            # stop their requests
+            rids = sorted({item["rid"] for item in pending[stream]})
+            log.warning("dropping %d replies to %s: %s", len(pending[stream]), stream[:200], reason)
+            for rid in rids:
+                self._on_client_gone(rid)
+        for reason in outcome.other_errors:
+            log.warning("a write of worker state or acks failed: %s", reason)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written."""

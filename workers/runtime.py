@@ -75,7 +75,8 @@ class Worker:
         self.timing = timing or WorkerTiming()
         self.worker_concurrency = spec.worker_concurrency  # requests served at once
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.keys = Keys(settings.prefix).alias(spec.alias)
+        self._reply_keys = Keys(settings.prefix)
+        self.keys = self._reply_keys.alias(spec.alias)
         self.backend = backend or backend_class(spec.pretrained_model_type, spec.infer_backend)(
             spec
         )
@@ -287,6 +288,11 @@ class Worker:
         except ProtocolError as exc:
             log.warning("dead-lettering malformed request %s: %s", entry_id, exc)
             self._writer.dead_letter(entry_id, fields, str(exc))
+            return
+        if not self._reply_keys.is_reply(request.reply_to):
+            reason = f"reply_to {request.reply_to[:200]!r} is not a reply stream of this prefix"
+            log.warning("dead-lettering request %s: %s", entry_id, reason)
+            self._writer.dead_letter(entry_id, fields, reason)
             return
         if request.id in self._inflight:  # our own entry came back by a claim
             return
