@@ -38,6 +38,9 @@ from byzerllm.broker.settings import BrokerSettings
 
 SUBMIT_SCRIPT = resources.files("byzerllm.broker").joinpath("submit.lua").read_text()
 DEAD_LETTER_LIMIT = 10_000  # entries kept in a dead-letter stream (approximately)
+# seconds a worker's heartbeat may be late before admission calls it gone: a Redis
+# stall makes every heartbeat late; a worker that left cleanly deregisters at once
+STALL_GRACE = 30.0
 
 Entry = tuple[str, dict[bytes, bytes]]
 
@@ -72,7 +75,15 @@ class Admission:
                 "BYZERLLM_MAX_REQUEST_BYTES on clients and workers"
             )
         ak = self._keys.alias(request.alias)
-        args = (3, ak.spec, ak.alive, ak.requests, data, self._settings.max_waiting)
+        args = (
+            3,
+            ak.spec,
+            ak.alive,
+            ak.requests,
+            data,
+            self._settings.max_waiting,
+            STALL_GRACE,
+        )
         call = self._batcher.call
         result = await unless_answer(call("EVALSHA", self._sha, *args), "NOSCRIPT", default=None)
         if result is None:  # the server restarted or was flushed: load the script again
