@@ -166,6 +166,7 @@ _WIRE_TYPES: dict[str, type[ByzerLLMError]] = {
         ByzerLLMError,
         ConfigurationError,
         InvalidInferParamsError,
+        BrokerUnavailableError,
         ProtocolError,
         OverloadedError,
         RequestTooLargeError,

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import (
+    BrokerUnavailableError,
+    ByzerLLMError,
     ProtocolError,
     RequestCancelledError,
     RequestTimeoutError,
@@ -26,7 +28,7 @@ from byzerllm.broker.errors import (
 )
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, decode_replies
-from byzerllm.broker.replies import REPLY_TTL, ReplyStream
+from byzerllm.broker.replies import ReplyStream
 from byzerllm.broker.requests import Admission
 from byzerllm.broker.settings import BrokerSettings
 
@@ -36,6 +38,9 @@ if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 256  # reply entries read between two trims of the reply stream
+# seconds between two checks that the reply stream still exists (and pushes of its
+# expiry): a stream lost with Redis' data is noticed this soon, not at the deadline
+KEEP_ALIVE_EVERY = 5.0
 
 
 class Call:
@@ -105,15 +110,30 @@ class RequestChannel:
         to leave closes the channel."""
         for call in [c for c in self._calls.values() if c.owner is user]:
             self.cancel(call)
-            err = RequestCancelledError(
-                f"request {call.rid} for {call.alias!r} was cancelled: its client was closed"
-            )
-            call.queue.put_nowait(
-                Reply(rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire())
+            self._end(
+                call,
+                RequestCancelledError(
+                    f"request {call.rid} for {call.alias!r} was cancelled: its client was closed"
+                ),
             )
         self._users.discard(user)
         if not self._users:
             await self.aclose()
+
+    @staticmethod
+    def _end(call: Call, err: ByzerLLMError) -> None:
+        """End a waiting call with ``err`` (raised to its caller)."""
+        ended = Reply(rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire())
+        call.queue.put_nowait(ended)
+
+    def _end_all(self, reason: str) -> None:
+        """Every call in flight ends with BrokerUnavailableError: their replies are gone."""
+        calls, self._calls = self._calls, {}
+        if calls:
+            log.warning("%s; ending %d call(s)", reason, len(calls))
+        for call in calls.values():
+            err = BrokerUnavailableError(f"request {call.rid} for {call.alias!r}: {reason}")
+            self._end(call, err)
 
     async def aclose(self) -> None:
         if self._closed or not self._started:
@@ -218,11 +238,13 @@ class RequestChannel:
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
                 continue
+            if outage.down:  # Redis is back: it may have come back empty
+                last_refresh = 0.0
             outage.recovered()
             failures = 0
             if entries:
                 self._dispatch(entries)
-            if time.monotonic() - last_refresh > REPLY_TTL / 3:
+            if time.monotonic() - last_refresh > KEEP_ALIVE_EVERY:
                 last_refresh = time.monotonic()
                 await self._refresh()
 
@@ -261,6 +283,16 @@ class RequestChannel:
             return
         if recreated is not None:
             self._last_id = recreated
+            self._end_all(
+                "the client's reply stream was lost (Redis restarted without its data, or "
+                "this process stopped reading for over a minute); the request may or may "
+                "not have run: retry it"
+            )
+            self._end_all(
+                "the client's reply stream was lost (Redis restarted without its data, or "
+                "this process stopped reading for over a minute); the request may or may "
+                "not have run: retry it"
+            )
 
 
 _channels: dict[tuple[int, BrokerSettings], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}
