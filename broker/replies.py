@@ -71,6 +71,18 @@ async def write_batch(
     return outcome
 
 
+async def missing_streams(redis: aioredis.Redis, streams: set[str]) -> set[str]:
+    """Which of these reply streams no longer exist (their client is gone)."""
+    ordered = sorted(streams)
+    if not ordered:
+        return set()
+    pipe = redis.pipeline(transaction=False)
+    for stream in ordered:
+        pipe.exists(stream)
+    found = await pipe.execute()
+    return {stream for stream, exists in zip(ordered, found, strict=True) if not exists}
+
+
 class ReplyStream:
     """A client's own reply stream, named by its client id."""
 

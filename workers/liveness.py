@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from byzerllm.broker import requests, state
+from byzerllm.broker import replies, requests, state
 from byzerllm.broker.connection import OutageLog, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import AliasKeys
@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
 log = logging.getLogger(__name__)
 
 FORGET_EVERY = 10  # heartbeats between two sweeps for long-dead peers
+# heartbeats between two checks that the clients of our requests are still there: a
+# non-streaming request writes nothing until its end, so nothing else would notice
+CLIENTS_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Liveness:
         held_entries: Callable[[], list[str]],
         accept_claimed: Callable[[Entry], None],
         claiming: Callable[[], bool],
+        reply_streams: Callable[[], set[str]],
+        clients_gone: Callable[[set[str]], None],
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -64,6 +69,8 @@ class Liveness:
         self._held_entries = held_entries
         self._accept_claimed = accept_claimed
         self._claiming = claiming
+        self._reply_streams = reply_streams
+        self._clients_gone = clients_gone
 
     async def beat(self) -> None:
         await state.heartbeat(
@@ -88,6 +95,10 @@ class Liveness:
                     if self._claiming():
                         await self._claim_stale()
                     beats += 1
+                    if beats % CLIENTS_EVERY == 0:
+                        gone = await replies.missing_streams(self._redis, self._reply_streams())
+                        if gone:
+                            self._clients_gone(gone)
                     if beats % FORGET_EVERY == 0:
                         horizon = time.time() - self._timing.claim_idle * 3
                         await state.forget_dead_workers(self._redis, self._ak, horizon)

@@ -129,6 +129,8 @@ class Worker:
             held_entries=lambda: [f.entry_id for f in self._inflight.values()],
             accept_claimed=lambda entry: self._accept(entry, retry=True),
             claiming=lambda: not self._stopping.is_set(),
+            reply_streams=lambda: {f.request.reply_to for f in self._inflight.values()},
+            clients_gone=self._clients_gone,
         )
         orders = Orders(
             self._redis,
@@ -363,6 +365,12 @@ class Worker:
     def _client_gone(self, rid: str) -> None:
         log.info("client of request %s is gone; stopping it", rid)
         self._cancel(rid)
+
+    def _clients_gone(self, reply_streams: set[str]) -> None:
+        """Stop the requests whose reply stream expired: their client died."""
+        for flight in list(self._inflight.values()):
+            if flight.request.reply_to in reply_streams:
+                self._client_gone(flight.request.id)
 
 
 async def serve(
