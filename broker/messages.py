@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from byzerllm.broker.errors import ProtocolError
+from byzerllm.broker.errors import ConfigurationError, ProtocolError
 
 VERSION: Final = 1
 FIELD = b"m"
@@ -90,7 +90,20 @@ def pack(obj: Any) -> bytes:
 
 
 def encode_request(request: Request) -> bytes:
-    return pack(request.model_dump(mode="python"))
+    """The request's msgpack bytes; a value msgpack cannot carry is the caller's error."""
+    try:
+        return pack(request.model_dump(mode="python"))
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(
+            f"the request for {request.alias!r} holds text that is not valid Unicode "
+            f"({exc.reason} at {exc.object[max(0, exc.start - 20) : exc.end + 20]!r}); "
+            "clean the text (e.g. text.encode('utf-8', 'replace').decode())"
+        ) from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigurationError(
+            f"the request for {request.alias!r} holds a value that cannot be sent ({exc}); "
+            "send JSON-like data: str, numbers, bool, None, lists and dicts"
+        ) from None
 
 
 def decode_request(fields: dict[bytes, bytes]) -> Request:

@@ -36,6 +36,32 @@ def _default_timeout() -> float | None:
     return value or None
 
 
+def _seconds(name: str, value: Any) -> float | None:
+    """A timeout in seconds (0 or None: none); anything else names itself."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{name}={value!r} is not a number of seconds; e.g. 600, or 0 for none"
+        ) from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name}={value!r} is negative; e.g. 600, or 0 for none")
+    return seconds or None
+
+
+def _llm_config(llm_config: Any) -> dict[str, Any]:
+    if llm_config is None:
+        return {}
+    if not isinstance(llm_config, dict):
+        raise ConfigurationError(
+            f"llm_config must be a dict such as {{'max_length': 512}}, not "
+            f"{type(llm_config).__name__} {str(llm_config)[:100]!r}"
+        )
+    return dict(llm_config)
+
+
 def _as_messages(conversations: Conversations) -> list[dict[str, Any]]:
     if isinstance(conversations, str):
         return [{"role": "user", "content": conversations}]
@@ -68,7 +94,9 @@ class AsyncByzerLLM:
         self.default_model_name = default_model_name
         self.default_emb_model_name: str | None = None
         self.request_timeout = (
-            _default_timeout() if request_timeout == "default" else request_timeout
+            _default_timeout()
+            if request_timeout == "default"
+            else _seconds("request_timeout", request_timeout)
         )
         self.templates: dict[str, Any] = {}
         self.impl_cache: dict[tuple[Any, ...], Any] = {}
@@ -99,7 +127,7 @@ class AsyncByzerLLM:
 
     def _timeout(self, llm_config: dict[str, Any]) -> float | None:
         value = llm_config.get("request_timeout", self.request_timeout)
-        return float(value) if value else None
+        return _seconds("llm_config request_timeout", value)
 
     @property
     def channel(self) -> RequestChannel:
@@ -160,7 +188,7 @@ class AsyncByzerLLM:
         payload: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
         messages = prepare_messages(conversations)
-        llm_config = dict(llm_config or {})
+        llm_config = _llm_config(llm_config)
         alias = self._model(model)
         call = await self.channel.submit(
             alias,
@@ -203,7 +231,7 @@ class AsyncByzerLLM:
         yielded is not yielded again.
         """
         messages = prepare_messages(_as_messages(conversations))
-        llm_config = dict(llm_config or {})
+        llm_config = _llm_config(llm_config)
         alias = self._model(model)
         channel = self.channel
         call = await channel.submit(
@@ -277,7 +305,7 @@ class AsyncByzerLLM:
                 "llm.setup_default_emb_model_name(alias)"
             )
         items = [texts] if isinstance(texts, str) else list(texts)
-        llm_config = dict(llm_config or {})
+        llm_config = _llm_config(llm_config)
         channel = self.channel
         call = await channel.submit(
             alias,
