@@ -106,7 +106,8 @@ def _raise_refusal(alias: str, result: list[Any]) -> None:
         raise NoLiveWorkerError(alias)
     raise OverloadedError(
         f"{int(result[1])} requests already wait for {alias!r} (limit {int(result[2])}); "
-        "retry later, add workers, or raise the alias' max_waiting"
+        "retry later, add workers, or raise the alias' limit: BYZERLLM_MAX_WAITING where "
+        "the alias is deployed (or its workers started by hand), then deploy again"
     )
 
 

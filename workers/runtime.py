@@ -30,9 +30,10 @@ from byzerllm.broker.errors import (
     BrokerUnavailableError,
     ModelNotFoundError,
     ProtocolError,
+    RequestTooLargeError,
 )
 from byzerllm.broker.keys import Keys
-from byzerllm.broker.messages import ReplyType, Request, decode_request
+from byzerllm.broker.messages import FIELD, ReplyType, Request, decode_request
 from byzerllm.broker.requests import Entry
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
@@ -297,6 +298,22 @@ class Worker:
             self._writer.dead_letter(entry_id, fields, reason)
             return
         if request.id in self._inflight:  # our own entry came back by a claim
+            return
+        size = len(fields.get(FIELD, b""))
+        if size > self.settings.max_request_bytes:  # the worker's limit holds whatever sent it
+            err = RequestTooLargeError(
+                f"the request for {request.alias!r} is {size} bytes, above the workers' limit "
+                f"of {self.settings.max_request_bytes} (BYZERLLM_MAX_REQUEST_BYTES where the "
+                "workers run); send less or raise it there"
+            )
+            self._writer.finish(
+                request.id,
+                request.reply_to,
+                request.attempt,
+                entry_id,
+                ReplyType.ERROR,
+                err.to_wire(),
+            )
             return
         if retry:
             request = request.model_copy(update={"attempt": request.attempt + 1})
