@@ -227,8 +227,11 @@ class AsyncByzerLLM:
         """Yield (text, meta) as the answer grows; text is the delta or the whole so far.
 
         The last item carries the usage counts and finish reason. After a
-        worker failure the request is retried elsewhere and text already
-        yielded is not yielded again.
+        worker failure the request is retried elsewhere: while the new attempt
+        repeats the text already yielded, nothing is yielded twice; if it says
+        something else, the answer restarts instead of being spliced: that item
+        carries ``extra_info["restarted"] = True`` and the new attempt's text
+        from its start (delta mode) or whole (otherwise).
         """
         messages = prepare_messages(_as_messages(conversations))
         llm_config = _llm_config(llm_config)
@@ -252,6 +255,13 @@ class AsyncByzerLLM:
             if item.type is ReplyType.DELTA:
                 text += item.data.get("text", "")
                 reasoning += item.data.get("reasoning", "")
+                if not (text.startswith(shown) or shown.startswith(text)):
+                    # a retry that says something else: start over, never splice
+                    shown = shown_reasoning = ""
+                    restarted = {"restarted": True, "attempt": item.attempt}
+                    yield text, SingleOutputMeta(reasoning_content=reasoning, extra_info=restarted)
+                    shown, shown_reasoning = text, reasoning
+                    continue
                 if len(text) <= len(shown) and len(reasoning) <= len(shown_reasoning):
                     continue  # empty, or replaying what a failed worker already sent
                 if delta_mode:
