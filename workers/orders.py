@@ -26,16 +26,23 @@ if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
 log = logging.getLogger(__name__)
 
 
-def drain_order(raw: str, generation: int) -> bool:
-    """Whether a control message orders a worker of ``generation`` to drain."""
+NO_DRAIN = (False, None)
+
+
+def drain_order(raw: str, generation: int) -> tuple[bool, float | None]:
+    """Whether a control message orders a worker of ``generation`` to drain, and the
+    seconds it may take (None: the worker's own drain timeout)."""
     try:
         order = json.loads(raw)
         if not isinstance(order, dict) or order.get("op") != "drain":
-            return False
-        return generation < int(order.get("below", 1 << 62))
+            return NO_DRAIN
+        if generation >= int(order.get("below", 1 << 62)):
+            return NO_DRAIN
+        timeout = order.get("timeout")
+        return True, None if timeout is None else max(0.0, float(timeout))
     except (ValueError, TypeError):
         log.warning("ignoring malformed control message %r", raw[:200])
-        return False
+        return NO_DRAIN
 
 
 class Orders:
@@ -47,7 +54,7 @@ class Orders:
         generation: int,
         *,
         on_cancel: Callable[[str], None],
-        on_drain: Callable[[], None],
+        on_drain: Callable[[float | None], None],
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -80,8 +87,9 @@ class Orders:
                 continue
             kind, data = order
             if kind == "control":
-                if drain_order(data, self._generation):
+                drain, timeout = drain_order(data, self._generation)
+                if drain:
                     log.info("draining on request of the control plane")
-                    self._on_drain()
+                    self._on_drain(timeout)
             else:
                 self._on_cancel(data)

@@ -82,6 +82,7 @@ class Worker:
             spec
         )
         self.execution = Execution(self.backend, self.worker_id)
+        self._drain_timeout = self.timing.drain_timeout
         self._inflight: dict[str, _InFlight] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -100,14 +101,17 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop taking requests; in-flight ones finish (drain).
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking requests; in-flight ones finish (drain), for up to
+        ``drain_timeout`` seconds (default: the worker's timing).
 
         A read blocked on the stream is cancelled rather than waited out, so
         reads can block long (which keeps the LRU order of idle workers); an
         entry Redis delivered just before the cancel is served from our own
         pending list by :meth:`_serve_own_backlog`.
         """
+        if drain_timeout is not None:
+            self._drain_timeout = drain_timeout
         self._stopping.set()
         self._slot_freed.set()
         if self._in_read and self._read_task is not None:
@@ -226,7 +230,7 @@ class Worker:
         inflight = [f.task for f in self._inflight.values()]
         if inflight:
             log.info("draining %d in-flight requests", len(inflight))
-            done, pending = await asyncio.wait(inflight, timeout=self.timing.drain_timeout)
+            done, pending = await asyncio.wait(inflight, timeout=self._drain_timeout)
             for task in pending:  # left un-acked: a peer claims and retries them
                 task.cancel()
         await self._writer.aclose()
