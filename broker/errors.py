@@ -77,10 +77,16 @@ class NoLiveWorkerError(ByzerLLMError):
 
     retryable = True
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, state: str = "", last_error: str = "") -> None:
         self.alias = alias
+        self.state = state
+        self.last_error = last_error
+        why = f" (the deployment is {state}" if state and state != "ready" else ""
+        if why and last_error:
+            why += f"; last error: {last_error[-1000:]}"
+        why += ")" if why else ""
         super().__init__(
-            f"no live worker serves the alias {alias!r}: start one "
+            f"no live worker serves the alias {alias!r}{why}: start one "
             f"(byzerllm worker --model {alias} ...) or see `byzerllm stat --model {alias}`"
         )
 

@@ -103,7 +103,8 @@ def _raise_refusal(alias: str, result: list[Any]) -> None:
     if code == 1:
         raise ModelNotFoundError(alias)
     if code == 2:
-        raise NoLiveWorkerError(alias)
+        state, last_error = (decoded(v) for v in (list(result[1:3]) + ["", ""])[:2])
+        raise NoLiveWorkerError(alias, state, last_error)
     raise OverloadedError(
         f"{int(result[1])} requests already wait for {alias!r} (limit {int(result[2])}); "
         "retry later, add workers, or raise the alias' limit: BYZERLLM_MAX_WAITING where "
