@@ -5,10 +5,12 @@ The original's clients do not send OpenAI content parts only: text may embed
 bare image data URL, and a content may be a JSON list (or its JSON text)
 such as ``[{"image": url, "text": "..."}]`` or OpenAI ``image_url`` parts.
 :func:`to_parts` turns all of these into OpenAI content parts. Our client
-converts before sending (and may read a local file a tag names, through
-``load_file``); a worker converts what other clients send, with no file
-access. Other JSON contents (the TTS and image requests of the guide, JSON
-objects) pass through untouched.
+converts before sending; a worker converts what other clients send. Neither
+reads a file a value names: ``load_file`` is given only when the caller
+asked for local files explicitly (``prepare_messages(...,
+read_local_files=True)``), never for ordinary message text. Other JSON
+contents (the TTS and image requests of the guide, JSON objects) pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def decode_json(content: Any) -> Any:
 
 
 def image_url(value: str, load_file: LoadFile | None = None) -> str:
-    """A URL for an image value: URLs as they are, a readable file (client side) as a
-    data URL, anything else as the bare base64 JPEG the original sent."""
+    """A URL for an image value: URLs as they are, a readable file as a data URL when
+    ``load_file`` is given (an explicit opt-in), anything else as the bare base64
+    JPEG the original sent: a path is then sent as text, not read."""
     value = value.strip()
     if value.startswith(("data:", "http://", "https://")):
         return value
@@ -57,7 +60,8 @@ def image_part(url: str, detail: Any = None, load_file: LoadFile | None = None) 
 
 
 def audio_part(value: str, load_file: LoadFile | None = None) -> dict[str, Any]:
-    """An ``input_audio`` part from a data URL, a readable file, or bare base64 (wav)."""
+    """An ``input_audio`` part from a data URL, a readable file (only with
+    ``load_file``), or bare base64 (wav)."""
     value = value.strip()
     if not value.startswith("data:"):
         value = (load_file(value, "audio/mpeg") if load_file else None) or (

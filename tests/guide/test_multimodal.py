@@ -143,7 +143,10 @@ def test_audio_path_argument(serve, tmp_path):
 def test_content_conversion_shapes(cat):
     image = byzerllm.Image.load_image_from_path(cat)
     assert image.startswith("data:image/png;base64,")
-    [tagged] = prepare_messages([{"role": "user", "content": f"<_image_>{cat}</_image_>\n看图"}])
+    # a path in a tag is read only on request (tests/test_media_files.py: never by default)
+    [tagged] = prepare_messages(
+        [{"role": "user", "content": f"<_image_>{cat}</_image_>\n看图"}], read_local_files=True
+    )
     assert tagged["content"] == [
         {"type": "image_url", "image_url": {"url": image}},
         {"type": "text", "text": "看图"},
