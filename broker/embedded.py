@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from byzerllm.broker.errors import BrokerUnavailableError
-from byzerllm.broker.settings import DEFAULT_REDIS_URL, home_dir
+from byzerllm.broker.settings import DEFAULT_REDIS_URL, ensure_home_dir, home_dir
 
 
 def redis_server_binary() -> str:
@@ -59,7 +59,7 @@ def start_embedded(
     """Start a daemonized redis-server for ``url`` (a redis:// loopback URL)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-    directory = directory or data_dir()
+    directory = directory or ensure_home_dir("redis")
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [

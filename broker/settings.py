@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.asyncio.connection import parse_url
 
 from byzerllm.broker.errors import ConfigurationError
 
@@ -21,8 +22,48 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def home_dir() -> Path:
     """Where this host keeps byzerllm's files (``BYZERLLM_HOME``, else ``~/.byzerllm``):
-    the cluster key, the embedded Redis, node agent and worker logs."""
+    the cluster key, the embedded Redis, node agent and worker logs.
+
+    It only names the folder; whoever creates something there calls
+    :func:`ensure_home_dir`, which makes it private."""
     return Path(os.environ.get("BYZERLLM_HOME") or Path.home() / ".byzerllm")
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_home_dir(*parts: str) -> Path:
+    """``home_dir() / parts``, created if missing, the home and each folder below it 0700.
+
+    The home holds the cluster key and logs with prompts, answers and paths:
+    only the user who runs byzerllm may read it. A folder an older version
+    created 0755 is tightened; one this user does not own is left as it is
+    (chmod would fail) and its mode is the owner's business.
+    """
+    folders = [home_dir()]
+    for part in parts:
+        folders.append(folders[-1] / part)
+    for folder in folders:
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create byzerllm's folder {folder}: {exc.strerror}; set BYZERLLM_HOME "
+                "to a folder you can write"
+            ) from None
+        _make_private(folder)
+    return folders[-1]
+
+
+def _make_private(folder: Path) -> None:
+    """chmod 0700 a folder of ours that others can enter (mkdir's mode obeys the umask).
+
+    POSIX only: Windows has no such mode bits (the profile folder is private)."""
+    if os.name != "posix":
+        return
+    info = folder.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        folder.chmod(PRIVATE_DIR_MODE)
 
 
 _SCHEMES = ("redis", "rediss", "unix")
@@ -73,6 +114,10 @@ class BrokerSettings(BaseModel):
             raise ConfigurationError(
                 f"bad Redis URL {mask_url(url)!r}: no host; e.g. {DEFAULT_REDIS_URL}"
             )
+        try:  # the one parser every process (and the node agents' job queue) uses
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {mask_url(url)!r}: {exc}") from None
         return url
 
     def __init__(self, **data: Any) -> None:

@@ -198,7 +198,7 @@ async def test_deployment_defaults_apply_unless_the_request_overrides(start_work
     await deploy(
         start_worker,
         stub,
-        params={"saas.max_output_tokens": 2, "saas.temperature": 0.5, "unknown.key": "ignored"},
+        params={"saas.max_output_tokens": 2, "saas.temperature": 0.5},
     )
     [response] = await llm.chat_oai("one two three", model="gpt")
     assert stub.last_request is not None

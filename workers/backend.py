@@ -8,14 +8,15 @@ generator of :class:`Chunk`) and, where the model can, ``embed``.
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, ValidationError
 
-from byzerllm.broker.errors import BackendError, ConfigurationError
+from byzerllm.broker.errors import BackendError, ConfigurationError, InvalidInferParamsError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
 
@@ -34,9 +35,100 @@ class Chunk:
 
 
 class BackendOptions(BaseModel):
-    """Base for a backend's typed options, parsed from the spec's infer_params."""
+    """Base for a backend's typed options, parsed from the spec's infer_params.
 
+    Every infer_params key must be one a field reads (its alias, an alias
+    choice, or its name where the model populates by name): a typo that was
+    silently dropped deployed a model with a default the user never chose.
+    A backend that hands a family of keys on to its library unread (vLLM's
+    ``backend.*``) lets them through in :meth:`passes_through` and checks them
+    against that library itself.
+    """
+
+    # unknown keys are refused by Backend.parse_options, with suggestions,
+    # before pydantic sees them; what passes_through lets by is then ignored here
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    @classmethod
+    def documented_keys(cls) -> list[str]:
+        """The keys the fields read as documented: aliases (``saas.model``), else names."""
+        keys: list[str] = []
+        for name, info in cls.model_fields.items():
+            spellings = _alias_spellings(info.validation_alias) or (
+                [info.alias] if info.alias else [name]
+            )
+            keys.extend(k for k in spellings if k not in keys)
+        return keys
+
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        """Every key a field reads: the documented ones, plus the field names
+        where the model populates by name (``model`` for ``saas.model``)."""
+        keys = cls.documented_keys()
+        if cls.model_config.get("populate_by_name"):
+            keys.extend(name for name in cls.model_fields if name not in keys)
+        return keys
+
+    @classmethod
+    def passes_through(cls, key: str) -> bool:
+        """Whether ``key`` goes to the backend's library unread (checked there)."""
+        return False
+
+    @classmethod
+    def suggestions(cls, key: str) -> list[str]:
+        """Known keys close to an unknown ``key``, best first; documented spellings win."""
+        return _close(key, cls.documented_keys()) or _close(key, cls.known_keys())
+
+    @classmethod
+    def known_keys_text(cls) -> str:
+        """The known keys as an error message lists them."""
+        return ", ".join(cls.documented_keys()) or "none"
+
+    @classmethod
+    def unknown_keys(cls, params: dict[str, Any]) -> list[str]:
+        known = set(cls.known_keys())
+        return [k for k in params if k not in known and not cls.passes_through(k)]
+
+
+def _close(key: str, keys: list[str]) -> list[str]:
+    """difflib's close matches, but only those nearly as close as the best: keys
+    sharing a ``saas.`` prefix all look alike to difflib, and one good guess
+    reads better than three."""
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, key, k).ratio(), k) for k in keys), reverse=True
+    )
+    if not scored:
+        return []
+    best = scored[0][0]
+    return [k for ratio, k in scored[:3] if ratio >= 0.6 and ratio >= best - 0.1]
+
+
+def _alias_spellings(alias: Any) -> list[str]:
+    """The top-level keys a pydantic validation alias accepts."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasPath):
+        return [str(alias.path[0])]
+    if isinstance(alias, AliasChoices):
+        return [k for choice in alias.choices for k in _alias_spellings(choice)]
+    return []
+
+
+def _unknown_keys_message(
+    options: type[BackendOptions], spec: DeploySpec, unknown: list[str]
+) -> str:
+    backend = spec.pretrained_model_type + (
+        f" ({spec.infer_backend})" if spec.infer_backend else ""
+    )
+    problems = []
+    for key in unknown:
+        close = options.suggestions(key)
+        problems.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return (
+        f"{spec.alias}: unknown infer_params key{'s' if len(unknown) > 1 else ''} for {backend}: "
+        f"{', '.join(problems)}; known keys: {options.known_keys_text()}. Fix the key or drop it "
+        "(--infer_params key=value)"
+    )
 
 
 class Backend:
@@ -54,6 +146,12 @@ class Backend:
 
     @classmethod
     def parse_options(cls, spec: DeploySpec) -> Any:
+        """The spec's infer_params as ``Options``; a key no option reads is refused
+        (:class:`InvalidInferParamsError`, with the close names), so a typo stops
+        the worker, and with it ``deploy``, instead of being ignored."""
+        unknown = cls.Options.unknown_keys(spec.infer_params)
+        if unknown:
+            raise InvalidInferParamsError(_unknown_keys_message(cls.Options, spec, unknown))
         try:
             return cls.Options.model_validate(spec.infer_params)
         except ValidationError as exc:

@@ -9,6 +9,7 @@ and readiness is read from the worker's own state hash in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from byzerllm.broker import state
 from byzerllm.broker.connection import connect, redis_errors
@@ -59,6 +61,24 @@ class WorkerProcess:
             return self.proc.wait()
 
 
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, readable by this user only (0600).
+
+    A worker's log holds prompts, answers and tracebacks with local paths.
+    A file an earlier run left with a wider mode is narrowed too: the mode
+    given to open only applies to a file it creates.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.name == "posix":
+            with contextlib.suppress(PermissionError):  # another user's file: theirs to mind
+                os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def spawn_worker(
     spec: DeploySpec,
     settings: BrokerSettings,
@@ -82,11 +102,11 @@ def spawn_worker(
         **(extra_env or {}),
     }
     command = worker_command(spec.alias, extra, spec_on_stdin=not from_redis)
-    if log_path is None:
+    if log_path is None:  # mkstemp creates it 0600
         fd, name = tempfile.mkstemp(prefix=f"byzerllm-worker-{spec.alias}-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
-    with open(log_path, "ab") as log:
+    with open_private_log(log_path) as log:
         proc = subprocess.Popen(
             command,
             env=env,

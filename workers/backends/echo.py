@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from byzerllm.broker.errors import BackendError, BackendLoadError
 from byzerllm.broker.messages import ChatPayload
@@ -59,6 +59,9 @@ class EchoOptions(BackendOptions):
     fail_on_start: str | None = None
     start_delay: float = 0.0
     dim: int = 8
+    # never used: accepted so tests and demos can follow a secret through a
+    # deployment (masked in Redis, sealed, never on a command line)
+    api_key: SecretStr | None = Field(default=None, alias="saas.api_key")
 
     @field_validator("replies", mode="before")
     @classmethod

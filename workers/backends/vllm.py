@@ -42,7 +42,7 @@ from byzerllm.broker.errors import (
 )
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, Chunk, content_text
+from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text
 from byzerllm.workers.llm_config import first, number, stop_list
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,26 @@ def _text_only(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "content": content_text(content)}
 
 
+class VllmOptions(BackendOptions):
+    """No options of its own: every param is a vLLM engine arg under ``backend.``,
+    checked against the installed vLLM's ``AsyncEngineArgs`` in ``start`` (vLLM
+    is imported there only); a key without the prefix is refused at once."""
+
+    @classmethod
+    def passes_through(cls, key: str) -> bool:
+        return key.startswith(PREFIX)
+
+    @classmethod
+    def suggestions(cls, key: str) -> list[str]:
+        return [PREFIX + key]
+
+    @classmethod
+    def known_keys_text(cls) -> str:
+        return "backend.<any engine arg of vLLM>, e.g. backend.max_model_len"
+
+
 class VllmBackend(Backend):
+    Options = VllmOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
     # vLLM schedules its own batch (max_num_seqs, 256 by default): the worker
     # should hand it every request it can take, not one at a time

@@ -35,6 +35,9 @@ _REQUIRED = {
 
 
 class AzureOpenAIOptions(OpenAIOptions):
+    # the guide's deploy line sets saas.api_type="azure"; this backend speaks
+    # Azure whatever it says, so the key is accepted and not read
+    api_type: str = Field(default="azure", alias="saas.api_type")
     azure_endpoint: str = Field(default="", alias="saas.azure_endpoint")
     api_version: str = Field(default="", alias="saas.api_version")
     azure_deployment: str = Field(default="", alias="saas.azure_deployment")
