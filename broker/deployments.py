@@ -4,6 +4,12 @@
 (workers keep crashing; ``last_error`` says why) -> undeploying -> gone.
 ``generation`` grows with each forced re-deploy, so workers of an older
 generation can be drained while the new ones take over.
+
+The hash also holds ``sealed``: the whole spec and its generation, sealed with
+the cluster key. :func:`load` (how node agents and the workers they start
+read a deployment) trusts only that, and refuses a spec whose readable fields
+no longer match it: someone who can write to Redis must not be able to point
+a worker, and the API key it unseals, at a URL or model of their choosing.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from byzerllm.broker.connection import awaitable
+from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.keys import AliasKeys, Keys, decoded
 from byzerllm.broker.secrets import seal, unseal
-from byzerllm.broker.spec import DeploySpec, spec_from_hash
+from byzerllm.broker.spec import DeploySpec
 
 DEPLOYING, READY, FAILED, DEGRADED, UNDEPLOYING = (
     "deploying",
@@ -26,18 +33,20 @@ DEPLOYING, READY, FAILED, DEGRADED, UNDEPLOYING = (
     "degraded",
     "undeploying",
 )
+SEAL_VERSION = 2  # 1 sealed only the secrets, and left the rest open to changes
 
 
 async def save(
     redis: aioredis.Redis, keys: Keys, spec: DeploySpec, *, generation: int, max_waiting: int
 ) -> None:
-    """Store the spec (secrets sealed, masked copy for display) as a new generation."""
+    """Store the spec as a new generation: sealed whole, plus a masked copy for display."""
     ak = keys.alias(spec.alias)
-    fields = spec.public_hash(max_waiting)
+    fields = {**spec.public_hash(max_waiting), "generation": str(generation)}
+    # the readable fields exactly as stored, so load() can tell if one changed
+    sealed = {"v": SEAL_VERSION, "spec": spec.model_dump(mode="json"), "fields": dict(fields)}
     fields.update(
         {
-            "sealed": seal(spec.infer_params),
-            "generation": str(generation),
+            "sealed": seal(sealed),
             "state": DEPLOYING,
             "last_error": "",
             "deployed_at": str(time.time()),
@@ -56,11 +65,46 @@ async def info(redis: aioredis.Redis, keys: Keys, alias: str) -> dict[str, str] 
 
 
 async def load(redis: aioredis.Redis, keys: Keys, alias: str) -> DeploySpec | None:
-    """The spec with its secrets unsealed (needs the cluster key)."""
+    """The deployed spec, secrets included, as it was sealed (needs the cluster
+    key); None if nothing is deployed under ``alias``.
+
+    Raises ConfigurationError naming the alias when the stored spec cannot be
+    trusted: no seal, a seal that does not open, or fields changed since."""
     raw: dict[bytes, bytes] = await awaitable(redis.hgetall(keys.alias(alias).spec))
     if not raw:
         return None
-    return spec_from_hash(raw, unseal(decoded(raw.get(b"sealed", b""))))
+    return verified_spec(alias, {decoded(k): decoded(v) for k, v in raw.items()})
+
+
+def verified_spec(alias: str, stored: dict[str, str]) -> DeploySpec:
+    """The sealed spec of ``stored`` (a spec hash), checked against its readable fields."""
+    redeploy = f"deploy it again (byzerllm deploy --force ... --model {alias})"
+    if not stored.get("sealed"):
+        raise ConfigurationError(
+            f"the spec of {alias!r} in Redis has no seal, so a worker cannot trust it: it was "
+            f"not stored by `byzerllm deploy` of this version, or the seal was removed; {redeploy}"
+        )
+    try:
+        sealed = unseal(stored["sealed"])
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"the spec of {alias!r} cannot be trusted: {exc}") from None
+    if sealed.get("v") != SEAL_VERSION or not isinstance(sealed.get("fields"), dict):
+        raise ConfigurationError(
+            f"the spec of {alias!r} was sealed by an older byzerllm, which did not protect its "
+            f"fields; {redeploy}"
+        )
+    spec = DeploySpec.model_validate(sealed["spec"])
+    expected: dict[str, str] = sealed["fields"]
+    changed = sorted(name for name, value in expected.items() if stored.get(name) != value)
+    if spec.alias != alias:
+        changed.append(f"alias (sealed for {spec.alias!r})")
+    if changed:
+        raise ConfigurationError(
+            f"the spec of {alias!r} in Redis was changed after it was deployed "
+            f"({', '.join(changed)}); refusing to start a worker from it. Someone or something "
+            f"with write access to Redis changed it (see docs/security.md); {redeploy}"
+        )
+    return spec
 
 
 async def set_state(

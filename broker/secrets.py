@@ -1,9 +1,14 @@
-"""Sealing secret infer_params with the cluster key, so Redis never sees them.
+"""Sealing with the cluster key, so Redis holds no secret and no unchecked spec.
+
+A deployment's spec is sealed whole (secrets included) with the cluster key:
+Redis sees only the token and a masked copy for display, and a worker trusts
+only what it unseals, so someone who can write to Redis can neither read an
+API key nor point a worker (and its key) at another URL.
 
 The key comes from ``BYZERLLM_SECRET_KEY`` (a Fernet key: 32 url-safe base64
 bytes), else from ``~/.byzerllm/secret.key``, created with mode 0600 on first
 use. Every host that deploys or runs workers needs the same key: copy the file
-or set the variable (see the README). Only sealed tokens and masks are stored.
+or set the variable (see docs/security.md). The key itself never goes to Redis.
 """
 
 from __future__ import annotations
@@ -16,8 +21,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from byzerllm.broker.errors import ConfigurationError
-from byzerllm.broker.settings import home_dir
-from byzerllm.broker.spec import is_secret_key
+from byzerllm.broker.settings import ensure_home_dir, home_dir
 
 KEY_ENV = "BYZERLLM_SECRET_KEY"
 
@@ -38,7 +42,7 @@ def cluster_key(create: bool = True) -> bytes:
         raise ConfigurationError(
             f"no cluster key: set {KEY_ENV} or copy the deploying host's {path} here"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_home_dir()
     key = Fernet.generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -58,22 +62,22 @@ def _checked(key: bytes, where: str) -> bytes:
     return key
 
 
-def seal(params: dict[str, Any], key: bytes | None = None) -> str:
-    """The secret entries of ``params``, encrypted; "" when there are none."""
-    secrets = {k: v for k, v in params.items() if is_secret_key(k) and v not in (None, "")}
-    if not secrets:
-        return ""
-    return Fernet(key or cluster_key()).encrypt(json.dumps(secrets).encode()).decode()
+def seal(data: dict[str, Any], key: bytes | None = None) -> str:
+    """``data`` (JSON-able) encrypted and authenticated with the cluster key."""
+    return Fernet(key or cluster_key()).encrypt(json.dumps(data).encode()).decode()
 
 
 def unseal(token: str, key: bytes | None = None) -> dict[str, Any]:
-    if not token:
-        return {}
+    """What :func:`seal` sealed; a token changed in any way, or sealed with
+    another key, is refused."""
     try:
         data = Fernet(key or cluster_key(create=False)).decrypt(token.encode())
     except InvalidToken:
         raise ConfigurationError(
-            "the deployment's secrets were sealed with another cluster key: give this host "
-            f"the same {KEY_ENV} or {key_path().name} as the host that deployed"
+            "the sealed data was changed in Redis or sealed with another cluster key: give "
+            f"this host the same {KEY_ENV} or {key_path().name} as the host that deployed"
         ) from None
-    return dict(json.loads(data))
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ConfigurationError("the sealed data is not a JSON object")
+    return value

@@ -73,21 +73,3 @@ class DeploySpec(BaseModel):
         if max_waiting is not None:
             data["max_waiting"] = str(max_waiting)
         return data
-
-
-def spec_from_hash(raw: dict[bytes, bytes], secrets: dict[str, Any] | None = None) -> DeploySpec:
-    """Rebuild a stored spec; ``secrets`` (unsealed) replace the masked values."""
-    data = {k.decode(): v.decode() for k, v in raw.items()}
-    params = json.loads(data.get("infer_params") or "{}")
-    params.update(secrets or {})
-    return DeploySpec(
-        alias=data["alias"],
-        pretrained_model_type=data.get("pretrained_model_type", "custom/auto"),
-        infer_backend=data.get("infer_backend", ""),
-        model_path=data.get("model_path", ""),
-        infer_params=params,
-        worker_concurrency=int(data.get("worker_concurrency", 1)),
-        num_workers=int(data.get("num_workers", 1)),
-        cpus_per_worker=float(data.get("cpus_per_worker", 0.01)),
-        gpus_per_worker=float(data.get("gpus_per_worker", 0)),
-    )

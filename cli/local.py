@@ -27,7 +27,7 @@ from byzerllm.broker.embedded import (
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import list_nodes
-from byzerllm.broker.settings import BrokerSettings, home_dir
+from byzerllm.broker.settings import BrokerSettings, ensure_home_dir, home_dir
 
 
 def node_pidfile() -> Path:
@@ -50,8 +50,7 @@ def _pid_alive(pidfile: Path) -> int | None:
 
 def start_local_node(settings: BrokerSettings) -> int:
     """A detached ``byzerllm node start`` for this host; its pid."""
-    home_dir().mkdir(parents=True, exist_ok=True)
-    log = open(home_dir() / "node.log", "ab")
+    log = open(ensure_home_dir() / "node.log", "ab")
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,

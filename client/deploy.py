@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from arq import create_pool
-
 from byzerllm.broker import deployments, requests, state
 from byzerllm.broker.connection import connect, redis_errors
 from byzerllm.broker.errors import (
@@ -25,7 +23,7 @@ from byzerllm.broker.errors import (
     ModelNotFoundError,
 )
 from byzerllm.broker.keys import Keys
-from byzerllm.broker.nodes import NodeState, arq_settings, list_nodes
+from byzerllm.broker.nodes import NodeState, enqueue_start_worker, list_nodes
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 
@@ -112,14 +110,7 @@ async def _deploy(
     await deployments.save(
         redis, keys, spec, generation=generation, max_waiting=settings.max_waiting
     )
-    pool = await create_pool(arq_settings(settings))
-    try:
-        for node_id in placement:
-            await pool.enqueue_job(
-                "start_worker", spec.alias, generation, _queue_name=keys.node_queue(node_id)
-            )
-    finally:
-        await pool.aclose()
+    await enqueue_start_worker(settings, keys, placement, spec.alias, generation)
     progress = await _wait_ready(redis, keys, spec, generation, timeout, on_progress)
     if existing:  # the new generation serves: let the old one finish and leave
         await deployments.publish_control(
@@ -177,12 +168,23 @@ async def _undeploy(redis: aioredis.Redis, keys: Keys, alias: str, timeout: floa
     if not await deployments.info(redis, keys, alias):
         return False
     await deployments.set_state(redis, keys, alias, deployments.UNDEPLOYING)
-    await deployments.publish_control(redis, keys, alias, {"op": "drain"})
+    # in-flight requests may finish within the timeout the caller gave, not the
+    # workers' own drain timeout
+    order = {"op": "drain", "timeout": timeout}
+    await deployments.publish_control(redis, keys, alias, order)
     deadline = time.monotonic() + timeout
     while await state.read_workers(redis, ak) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        await deployments.publish_control(redis, keys, alias, {"op": "drain"})
-    err = ModelNotFoundError(alias, f"{alias!r} was undeployed before this request ran")
-    await requests.answer_queued(redis, ak, err)
+        await deployments.publish_control(redis, keys, alias, order)
+    await requests.answer_queued(
+        redis,
+        ak,
+        queued=ModelNotFoundError(alias, f"{alias!r} was undeployed before this request ran"),
+        running=ModelNotFoundError(
+            alias,
+            f"{alias!r} was undeployed while this request ran: it did not finish within "
+            f"the undeploy timeout of {timeout:g}s (undeploy --timeout)",
+        ),
+    )
     await deployments.remove(redis, keys, alias)
     return True

@@ -29,15 +29,32 @@ def test_compose_has_redis_with_aof_and_scalable_node_agents():
     assert "redis-data:/data" in redis["volumes"]
     node = services["node"]
     assert "container_name" not in node, "a fixed name would prevent --scale"
-    assert node["environment"]["BYZERLLM_REDIS_URL"] == "redis://redis:6379/0"
+    assert node["environment"]["BYZERLLM_REDIS_URL"].endswith("@redis:6379/0")
     assert "BYZERLLM_SECRET_KEY" in node["environment"]
     assert node["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_redis_needs_a_password_and_stays_inside_the_network():
+    services = spec()["services"]
+    redis = services["redis"]
+    assert "ports" not in redis, "Redis must not be published beyond the compose network"
+    command = redis["command"]
+    assert "--requirepass" in command
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${BYZERLLM_REDIS_PASSWORD:?"), "no default secret committed"
+    for name, service in services.items():
+        url = service.get("environment", {}).get("BYZERLLM_REDIS_URL")
+        if url is not None:
+            assert url == "redis://:${BYZERLLM_REDIS_PASSWORD}@redis:6379/0", name
+        assert service.get("restart") in ("unless-stopped", "on-failure", "always"), name
 
 
 @pytest.mark.parametrize("service", ["node", "worker"])
 def test_compose_command_lines_parse_with_the_cli(service):
     script = spec()["services"][service]["command"][-1]
     argv = shlex.split(script.split("&&")[-1])
+    if argv[0] == "exec":  # the shell hands its pid (and SIGTERM) to byzerllm
+        argv = argv[1:]
     assert argv[0] == "byzerllm"
     group_ctx = byzerllm_cli.make_context("byzerllm", argv[1:], resilient_parsing=False)
     name, command, rest = byzerllm_cli.resolve_command(group_ctx, argv[1:])
@@ -55,7 +72,7 @@ def test_docker_compose_config_accepts_the_file():
         [str(shutil.which("docker")), "compose", "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
-        env={**os.environ, "BYZERLLM_SECRET_KEY": "x"},
+        env={**os.environ, "BYZERLLM_SECRET_KEY": "x", "BYZERLLM_REDIS_PASSWORD": "x"},
     )
     if "is not a docker command" in result.stderr or "unknown" in result.stderr:
         pytest.skip("docker compose plugin not installed")
