@@ -189,12 +189,19 @@ def stage_dead_letters(pipe: Any, stream: str, entries: list[dict[str, Any]]) ->
         pipe.xadd(stream, entry, maxlen=DEAD_LETTER_LIMIT, approximate=True)
 
 
-async def answer_queued(redis: aioredis.Redis, ak: AliasKeys, error: ByzerLLMError) -> int:
-    """Answer every request still in the stream with ``error`` and ack it.
+async def answer_queued(
+    redis: aioredis.Redis, ak: AliasKeys, *, queued: ByzerLLMError, running: ByzerLLMError
+) -> int:
+    """Answer every request still in the stream and ack it: ``queued`` for those no
+    worker took, ``running`` for those a worker took and did not finish.
 
     For requests nobody will serve any more (the alias was undeployed): the
     client hears why at once instead of waiting out its deadline.
     """
+    pending = await unless_answer(
+        redis.xpending_range(ak.requests, GROUP, "-", "+", 100_000), "NOGROUP", default=[]
+    )
+    taken = {decoded(p["message_id"]) for p in pending}
     pipe = redis.pipeline(transaction=False)
     entries: Any = await redis.xrange(ak.requests)
     answered = 0
@@ -203,6 +210,7 @@ async def answer_queued(redis: aioredis.Redis, ak: AliasKeys, error: ByzerLLMErr
             request = decode_request(fields)
         except ByzerLLMError:
             continue
+        error = running if decoded(entry_id) in taken else queued
         item = reply(request.id, 0, ReplyType.ERROR, error.to_wire(), request.attempt)
         pipe.xadd(request.reply_to, {FIELD: encode_replies([item])}, nomkstream=True)
         pipe.xack(ak.requests, GROUP, entry_id)
