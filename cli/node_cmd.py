@@ -31,9 +31,16 @@ def start(
     from byzerllm.workers.node_agent import NodeAgent
 
     configure_logging(log_level)
-    agent = NodeAgent(settings_for(redis_url), cpus=cpus, gpus=gpus, node_id=node_id)
+    settings = settings_for(redis_url)
+    run(_reachable(settings))  # a wrong password or URL is a clean error, not a traceback
+    agent = NodeAgent(settings, cpus=cpus, gpus=gpus, node_id=node_id)
     console.print(f"node agent {agent.node_id}: {agent.cpus:g} CPUs, {agent.gpus} GPUs")
     agent.arq_worker().run()
+
+
+async def _reachable(settings: BrokerSettings) -> None:
+    redis = await connect(settings)
+    await redis.aclose()
 
 
 async def _list(settings: BrokerSettings) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byzerllm.broker import deployments
+from byzerllm.broker import deployments, state
 from byzerllm.broker.connection import OutageLog, connect, redis_errors
 from byzerllm.broker.errors import BrokerUnavailableError, NodeAgentError
 from byzerllm.broker.keys import Keys
@@ -289,7 +289,23 @@ class NodeAgent:
                 del self.children[slot]
                 continue
             await self._restart(child, code, now)
+        await self._clear_recovered()
         await self.report()
+
+    async def _clear_recovered(self) -> None:
+        """An alias marked degraded (or carrying a crash's last error) whose workers
+        all serve again is ready again: the mark is for a problem, not a history."""
+        for alias in {c.alias for c in self.children.values() if c.crashes}:
+            info = await deployments.info(self._redis, self.keys, alias)
+            if not info or not (
+                info.get("state") == deployments.DEGRADED or info.get("last_error")
+            ):
+                continue
+            generation = int(info.get("generation", "0"))
+            wanted = int(info.get("num_workers", "1"))
+            if await state.ready_workers(self._redis, self.keys, alias, generation) >= wanted:
+                await deployments.set_state(self._redis, self.keys, alias, deployments.READY, "")
+                log.info("workers of %s serve again: state ready", alias)
 
     async def _restart(self, child: Child, code: int, now: float) -> None:
         if child.restart_at == 0.0:  # first sight of this crash
@@ -339,7 +355,9 @@ class NodeAgent:
         self._supervisor = asyncio.create_task(self._supervise_loop())
 
     async def _shutdown(self, ctx: dict[str, Any]) -> None:
-        self._supervisor.cancel()
+        supervisor = getattr(self, "_supervisor", None)  # None when startup failed
+        if supervisor is not None:
+            supervisor.cancel()
         for child in self.children.values():
             child.terminate()
         for child in self.children.values():
