@@ -51,11 +51,12 @@ class WorkerState(BaseModel):
 
 
 HASH_FIELDS = tuple(f for f in WorkerState.model_fields if f not in ("worker_id", "alive"))
+_HASH_FIELD_SET = frozenset(HASH_FIELDS)
 
 
 def hash_fields(**values: Any) -> dict[str, str]:
     """Some fields of a worker hash, checked against the model and encoded for Redis."""
-    unknown = set(values) - set(HASH_FIELDS)
+    unknown = values.keys() - _HASH_FIELD_SET
     if unknown:
         raise ValueError(f"not worker hash fields: {sorted(unknown)}")
     return {
