@@ -181,6 +181,11 @@ class ChatPayload(BaseModel):
     tools: list[dict[str, Any]] = []
     tool_choice: str | None = None
     tools_prompt: str | None = None
+    # Set by the client when it asks again after a worker failed mid-stream: the
+    # answer text it already holds. A backend that can continue an answer
+    # (prefix completion) goes on from it; one that cannot answers anew and the
+    # client says the answer restarted.
+    continue_from: str = ""
 
     def with_tools_in_prompt(self) -> ChatPayload:
         """The request for a backend without native tools: the last message

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from byzerllm.broker import deployments
@@ -17,12 +19,24 @@ from byzerllm.broker.messages import ReplyType, RequestKind
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import check_alias
 from byzerllm.broker.state import read_alias_stat
-from byzerllm.client.channel import RequestChannel, channel_for
+from byzerllm.client.channel import Call, RequestChannel, channel_for
 from byzerllm.client.multimodal import prepare_messages
+from byzerllm.client.streamed_answer import StreamedAnswer
 from byzerllm.client.tools import chat_as_class, chat_with_tools, tool_calls_text
 from byzerllm.client.types import LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
+
+
+# how many times one streamed answer is asked again from its text after worker
+# failures; past that, retries start over (a request that kills every worker
+# at the same point must not be resubmitted forever)
+CONTINUATIONS = 3
+
+
+def _time_left(deadline: float | None) -> float | None:
+    """Seconds to an absolute deadline, for a request that must end by it."""
+    return None if deadline is None else max(0.001, deadline - time.time())
 
 
 def _default_timeout() -> float | None:
@@ -226,66 +240,55 @@ class AsyncByzerLLM:
     ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
         """Yield (text, meta) as the answer grows; text is the delta or the whole so far.
 
-        The last item carries the usage counts and finish reason. After a
-        worker failure the request is retried elsewhere: while the new attempt
-        repeats the text already yielded, nothing is yielded twice; if it says
-        something else, the answer restarts instead of being spliced: that item
-        carries ``extra_info["restarted"] = True`` and the new attempt's text
-        from its start (delta mode) or whole (otherwise).
+        The last item carries the usage counts and finish reason. When a
+        worker fails mid-answer, the client asks again with the text it already
+        yielded, and a backend that can continue an answer (prefix completion:
+        llama.cpp, transformers, vLLM) goes on from it: the caller reads one
+        answer. Where the backend cannot continue, the answer restarts rather
+        than being spliced: that item carries ``extra_info["restarted"] = True``
+        and the new attempt's text from its start (delta mode) or whole
+        (otherwise). The last item's text (non-delta mode) is always what was
+        streamed.
         """
         messages = prepare_messages(_as_messages(conversations))
         llm_config = _llm_config(llm_config)
         alias = self._model(model)
         channel = self.channel
-        call = await channel.submit(
-            alias,
-            RequestKind.CHAT,
-            {
-                "conversations": messages,
-                "llm_config": llm_config,
-                "stream": True,
-                "extra_request_params": extra_request_params or {},
-            },
-            self._timeout(llm_config),
-            owner=self,
+        payload = {
+            "conversations": messages,
+            "llm_config": llm_config,
+            "stream": True,
+            "extra_request_params": extra_request_params or {},
+        }
+        call: Call | None = await channel.submit(
+            alias, RequestKind.CHAT, payload, self._timeout(llm_config), owner=self
         )
-        text = reasoning = shown = shown_reasoning = ""
-        first_token_time = 0.0
-        async for item in channel.replies(call):
-            if item.type is ReplyType.DELTA:
-                text += item.data.get("text", "")
-                reasoning += item.data.get("reasoning", "")
-                if not (text.startswith(shown) or shown.startswith(text)):
-                    # a retry that says something else: start over, never splice
-                    shown = shown_reasoning = ""
-                    restarted = {"restarted": True, "attempt": item.attempt}
-                    yield text, SingleOutputMeta(reasoning_content=reasoning, extra_info=restarted)
-                    shown, shown_reasoning = text, reasoning
-                    continue
-                if len(text) <= len(shown) and len(reasoning) <= len(shown_reasoning):
-                    continue  # empty, or replaying what a failed worker already sent
-                if delta_mode:
-                    out, out_reasoning = text[len(shown) :], reasoning[len(shown_reasoning) :]
-                else:
-                    out, out_reasoning = text, reasoning
-                shown, shown_reasoning = text, reasoning
-                yield out, SingleOutputMeta(reasoning_content=out_reasoning)
-            elif item.type is ReplyType.RETRY:
-                text = reasoning = ""
-            elif item.type is ReplyType.END:
-                meta = item.data.get("meta", {})
-                first_token_time = float(meta.get("first_token_time", 0.0))
-                yield (
-                    ("" if delta_mode else shown),
-                    SingleOutputMeta(
-                        input_tokens_count=int(meta.get("input_tokens_count", 0)),
-                        generated_tokens_count=int(meta.get("generated_tokens_count", 0)),
-                        reasoning_content="" if delta_mode else shown_reasoning,
-                        finish_reason=meta.get("finish_reason"),
-                        first_token_time=first_token_time,
-                        extra_info=meta,
-                    ),
-                )
+        answer = StreamedAnswer(delta_mode)
+        continuations = 0
+        while call is not None:
+            current, call = call, None
+            async with aclosing(channel.replies(current)) as replies:
+                async for item in replies:
+                    if item.type is ReplyType.DELTA:
+                        added = answer.add(item.data)
+                        if added is not None:
+                            yield added
+                    elif item.type is ReplyType.END:
+                        yield answer.end(item.data.get("meta", {}))
+                    elif item.type is ReplyType.RETRY:
+                        answer.new_attempt()
+                        if answer.shown and continuations < CONTINUATIONS:
+                            # ask again from what the caller has; leaving this call's
+                            # replies cancels the attempt that started over
+                            continuations += 1
+                            call = await channel.submit(
+                                alias,
+                                RequestKind.CHAT,
+                                {**payload, "continue_from": answer.shown},
+                                _time_left(current.deadline),
+                                owner=self,
+                            )
+                            break
 
     async_stream_chat_oai = stream_chat_oai
 

@@ -125,12 +125,14 @@ class WorkerProcesses:
         concurrency: int = 1,
         model_type: str = "custom/echo",
         wait: bool = True,
+        **spec_fields: Any,
     ) -> WorkerProcess:
         spec = DeploySpec(
             alias=alias,
             pretrained_model_type=model_type,
             worker_concurrency=concurrency,
             infer_params=parse_infer_params(infer_params),
+            **spec_fields,
         )
         worker = spawn_worker(
             spec,
@@ -141,7 +143,7 @@ class WorkerProcesses:
         if wait:
             # callable from sync and async tests alike: wait on a loop of our own
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, wait_ready(self.settings, worker, 30)).result()
+                pool.submit(asyncio.run, wait_ready(self.settings, worker, 120)).result()
         return worker
 
     def stop_all(self) -> None:

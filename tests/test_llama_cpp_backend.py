@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from byzerllm.client.structured import StructuredOutputError
 from byzerllm.workers.runtime import Worker
 from tests.chat_contract import (
     GREEDY,
+    LONG,
     answers_with_text_and_usage,
     max_length_stops_a_long_answer,
     pick_stop_word,
@@ -25,6 +27,7 @@ from tests.chat_contract import (
     stream_equals_whole_answer,
 )
 from tests.conftest import FAST
+from tests.test_recovery import _busy_worker_pid
 from tests.waiting import until
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -119,6 +122,31 @@ async def test_prompt_function_return_prefix_on_smollm2(smol, llm):
     word, index = pick_stop_word(answer[len(prefix) :])
     stopped = await sea.with_return_prefix(prefix).with_stop_suffix_list([word]).arun()
     assert stopped == (prefix + answer[len(prefix) :][:index]), (word, answer, stopped)
+
+
+async def test_a_worker_killed_mid_answer_is_continued_by_another(
+    worker_procs, settings, keys, llm
+):
+    """Failover continues the model's own text by prefix completion: one answer."""
+    model = {"model_type": "custom/auto", "infer_backend": "llama_cpp", "model_path": str(GGUF)}
+    params = ("n_ctx=1024", "verbose=false", "parallel=1", "embedding=off")
+    procs = [worker_procs.start("smolp", *params, **model) for _ in range(2)]
+    config = {"max_length": 300, **GREEDY}
+    stream = llm.stream_chat_oai(LONG, model="smolp", llm_config=config)
+    got = [await stream.__anext__() for _ in range(3)]
+    victim = await _busy_worker_pid(settings, keys, "smolp")
+    next(p for p in procs if p.pid == victim).proc.send_signal(signal.SIGKILL)
+    got += [item async for item in stream]
+    texts = [t for t, _ in got]
+    assert not [m for _, m in got if m.extra_info.get("restarted")], texts
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False)), texts
+    end = got[-1][1].extra_info
+    assert end["worker_id"].split("-")[-2] != str(victim)
+    held = end["continued_from"]
+    assert 0 < held < len(texts[-1]), (held, texts[-1])
+    # the survivor went on from the text it was given, not from the answer's start
+    first_words = " ".join(texts[-1].split()[:2])
+    assert not texts[-1][held:].lstrip().startswith(first_words), texts[-1]
 
 
 # -- structured output -----------------------------------------------------------------

@@ -173,6 +173,14 @@ class Backend:
         """Release what start() acquired."""
 
     @property
+    def continues_answers(self) -> bool:
+        """Whether ``chat`` continues a last assistant message under
+        ``gen.response_prefix`` (prefix completion) rather than answering anew:
+        what lets a retry after a worker failure go on from the text the
+        caller already has, instead of starting over."""
+        return "prefix" in self.capabilities
+
+    @property
     def native_tools(self) -> bool:
         """Whether ``chat`` passes ``request.tools`` to the model itself."""
         return "tools" in self.capabilities
@@ -198,6 +206,7 @@ class Backend:
             "support_chat_template": True,
             "message_format": True,
             "embedding_mode": "embed" in self.capabilities,
+            "support_assistant_prefix": self.continues_answers,
             "model_name": self.spec.alias,
         }
 
@@ -209,6 +218,15 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return "" if content is None else str(content)
+
+
+def wants_prefix(request: ChatPayload) -> bool:
+    """``gen.response_prefix`` asked for, and the conversation ends with the assistant."""
+    flag = request.llm_config.get("gen.response_prefix")
+    if isinstance(flag, str):
+        flag = flag.strip().lower() in ("true", "1", "yes")
+    conversations = request.conversations
+    return bool(flag and conversations and conversations[-1].get("role") == "assistant")
 
 
 def last_user_text(request: ChatPayload) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from byzerllm.broker.errors import BackendError, ByzerLLMError, RequestTimeoutError
 from byzerllm.broker.messages import ChatPayload, EmbedPayload, ReplyType, Request, RequestKind
-from byzerllm.workers.backend import Backend, ChatTally
+from byzerllm.workers.backend import Backend, ChatTally, content_text, wants_prefix
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,20 @@ class Execution:
     async def _chat(self, request: Request, on_delta: OnDelta | None) -> dict[str, Any]:
         payload = ChatPayload.model_validate(request.payload)
         tally = ChatTally()
+        notes: dict[str, Any] = {}
+        if payload.continue_from:
+            if self.backend.continues_answers:
+                # the text the caller holds comes first, so its stream reads on from it
+                payload = continuing(payload)
+                notes["continued_from"] = len(payload.continue_from)
+                if payload.stream and on_delta is not None:
+                    on_delta(payload.continue_from, "")
+            else:
+                notes["restarted"] = True
         async for chunk in self.backend.run_chat(payload):
             if tally.add(chunk) and payload.stream and on_delta is not None:
                 on_delta(chunk.text, chunk.reasoning)
-        return tally.end_data(request.id, payload.stream, **self._extra)
+        return tally.end_data(request.id, payload.stream, **self._extra, **notes)
 
     async def _embed(self, request: Request) -> dict[str, Any]:
         payload = EmbedPayload.model_validate(request.payload)
@@ -88,3 +98,18 @@ class Execution:
                 **self._extra,
             },
         }
+
+
+def continuing(payload: ChatPayload) -> ChatPayload:
+    """The request that continues ``payload.continue_from`` by prefix completion:
+    the text becomes (or extends) the last assistant message, and
+    ``gen.response_prefix`` asks the backend to go on from it."""
+    conversations = list(payload.conversations)
+    said = payload.continue_from
+    if wants_prefix(payload):
+        last = conversations[-1]
+        conversations[-1] = {**last, "content": content_text(last.get("content")) + said}
+    else:
+        conversations.append({"role": "assistant", "content": said})
+    llm_config = {**payload.llm_config, "gen.response_prefix": True}
+    return payload.model_copy(update={"conversations": conversations, "llm_config": llm_config})

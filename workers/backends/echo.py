@@ -8,7 +8,9 @@ whose regex is found in the last user message answers (earlier user
 messages are tried when none does, so a "continue" turn keeps the topic).
 A scripted reply is one whole answer: assistant messages after the matched
 user message (earlier rounds, or a ``gen.response_prefix`` prefix) count as
-already said, and only the rest is sent. ``gen.stop`` cuts the answer before
+already said, and only the rest is sent. Unscripted, a ``gen.response_prefix``
+prefix is continued from its length: the echo answer after that many
+characters, whatever the prefix says. ``gen.stop`` cuts the answer before
 the first stop string; ``max_length`` cuts it to that many characters.
 ``chunks`` splits the answer into that many stream deltas, ``delay``
 sleeps between them and ``first_token_delay`` before the first, so tests can
@@ -38,6 +40,7 @@ from byzerllm.workers.backend import (
     Chunk,
     content_text,
     last_user_text,
+    wants_prefix,
 )
 from byzerllm.workers.llm_config import stop_list
 
@@ -59,6 +62,8 @@ class EchoOptions(BackendOptions):
     fail_on_start: str | None = None
     start_delay: float = 0.0
     dim: int = 8
+    # False: answers like a model that cannot continue a text (no prefix completion)
+    continues: bool = True
     # never used: accepted so tests and demos can follow a secret through a
     # deployment (masked in Redis, sealed, never on a command line)
     api_key: SecretStr | None = Field(default=None, alias="saas.api_key")
@@ -81,8 +86,13 @@ class EchoOptions(BackendOptions):
 
 class EchoBackend(Backend):
     Options = EchoOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "prefix", "embed"})
+
     options: EchoOptions
+
+    @property
+    def continues_answers(self) -> bool:
+        return self.options.continues
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
@@ -115,17 +125,14 @@ class EchoBackend(Backend):
             scripted = self._scripted(conversations)
             if scripted is not None:
                 return scripted
-        prefixing = (
-            request.llm_config.get("gen.response_prefix")
-            and conversations
-            and conversations[-1].get("role") == "assistant"
-        )
+        prefixing = self.options.continues and wants_prefix(request)
         if prefixing and self._script is None and self.options.reply is None:
             said = content_text(conversations[-1].get("content", ""))
             users = [m for m in conversations if m.get("role") == "user"]
             asked = content_text(users[-1].get("content", "")) if users else ""
             answer = self.options.prefix + asked
-            return answer[len(said) :] if said and answer.startswith(said) else answer
+            # continued from the prefix' length, as a model goes on from any text
+            return answer[len(said) :]
         if self._script is not None:
             return next(self._script)
         if self.options.reply is not None:

@@ -56,7 +56,7 @@ from pydantic import AliasChoices, Field, field_validator
 from byzerllm.broker.errors import BackendError, BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text
+from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text, wants_prefix
 from byzerllm.workers.llm_config import stop_list
 
 # Contexts per worker on CPU when ``parallel`` is not given: llama.cpp generates
@@ -92,15 +92,6 @@ class LlamaCppOptions(BackendOptions):
     def _embedding_switch(cls, value: Any) -> Any:
         lowered = str(value).strip().lower()
         return {"true": "start", "1": "start", "false": "off", "0": "off"}.get(lowered, lowered)
-
-
-def wants_prefix(request: ChatPayload) -> bool:
-    """``gen.response_prefix`` asked for, and the conversation ends with the assistant."""
-    flag = request.llm_config.get("gen.response_prefix")
-    if isinstance(flag, str):
-        flag = flag.strip().lower() in ("true", "1", "yes")
-    conversations = request.conversations
-    return bool(flag and conversations and conversations[-1].get("role") == "assistant")
 
 
 def sampling(config: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +231,7 @@ class LlamaCppBackend(Backend):
     # one request per context; on CPU the pool holds PARALLEL_DEFAULT contexts
     default_concurrency: ClassVar[int] = PARALLEL_DEFAULT
     Options = LlamaCppOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "prefix", "embed"})
     options: LlamaCppOptions
 
     def __init__(self, spec: DeploySpec) -> None:
@@ -261,6 +252,11 @@ class LlamaCppBackend(Backend):
         self._template: str | None = None
         self._eos_text = ""
         self._bos_text = ""
+
+    @property
+    def continues_answers(self) -> bool:
+        """Only with the GGUF's own chat template (see ``continuation_prompt``)."""
+        return self._template is not None
 
     # -- loading -----------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from byzerllm.broker.errors import (
 )
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text
+from byzerllm.workers.backend import Backend, BackendOptions, Chunk, content_text, wants_prefix
 from byzerllm.workers.llm_config import first, number, stop_list
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class VllmOptions(BackendOptions):
 
 class VllmBackend(Backend):
     Options = VllmOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "prefix", "embed"})
     # vLLM schedules its own batch (max_num_seqs, 256 by default): the worker
     # should hand it every request it can take, not one at a time
     default_concurrency: ClassVar[int] = 256
@@ -367,11 +367,7 @@ class VllmBackend(Backend):
     async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
         engine = self._require("generate", "chat")
         conversations = request.conversations
-        prefixing = bool(
-            request.llm_config.get("gen.response_prefix")
-            and conversations
-            and conversations[-1].get("role") == "assistant"
-        )
+        prefixing = wants_prefix(request)
         params = self._sampling(request.llm_config, request.stream)
         deltas = request.stream and self._delta_kind is not None
         loop = asyncio.get_running_loop()

@@ -50,7 +50,7 @@ class TransformersChatOptions(TransformersOptions):
 class TransformersChatBackend(TransformersBackend):
     what: ClassVar[str] = "causal language model"
     Options = TransformersChatOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "prefix"})
     options: TransformersChatOptions
 
     def __init__(self, spec: DeploySpec) -> None:
