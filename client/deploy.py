@@ -26,6 +26,7 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.nodes import NodeState, enqueue_start_worker, list_nodes
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
+from byzerllm.workers.registry import check_deployable
 
 if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
     import redis.asyncio as aioredis
@@ -74,6 +75,7 @@ async def deploy(
     timeout: float = 600.0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Progress:
+    check_deployable(spec)  # what a worker would refuse, refused before any is placed
     redis = await connect(settings)
     keys = Keys(settings.prefix)
     try:

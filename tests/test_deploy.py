@@ -179,6 +179,45 @@ def test_deploy_without_node_agent_says_how_to_start_one(cluster):
     assert "no node agent is alive" in result.stderr and "byzerllm node start" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--pretrained_model_type", "custom/ecko"], ["'custom/ecko'", "custom/echo"]),
+        (
+            ["--pretrained_model_type", "custom/auto", "--infer_backend", "vlm"],
+            ["'vlm'", "custom/auto+vllm"],
+        ),
+        (
+            ["--pretrained_model_type", "custom/echo", "--infer_params", "dellay=0.1"],
+            ["'dellay'", "did you mean delay"],
+        ),
+        (  # the guide's placeholder endpoint, refused by the worker's own check
+            [
+                "--pretrained_model_type",
+                "saas/azure_openai",
+                "--infer_params",
+                "saas.api_type=azure saas.azure_endpoint=https:/xxx.openai.azure.com/ "
+                "saas.api_key=xxx saas.api_version=2024-02-15-preview "
+                "saas.azure_deployment=gpt-35-turbo-16k saas.model=gpt-35-turbo-16k",
+            ],
+            ["saas.azure_endpoint must be a URL"],
+        ),
+    ],
+)
+def test_deploy_refuses_what_a_worker_would_before_placing_one(
+    cluster, sync_redis, settings, args, expected
+):
+    cluster.node("n1")
+    result = cluster.cli("deploy", *args, "--model", "typo")
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    # nothing was placed or recorded: the next deploy needs no undeploy
+    assert not sync_redis.exists(f"{settings.prefix}:{{typo}}:spec")
+    assert sync_redis.hget(f"{settings.prefix}:node:n1", "workers") in (None, b"0")
+
+
 def test_backend_that_cannot_load_fails_the_deploy_with_its_error(cluster):
     cluster.node("n1")
     result = cluster.cli(
