@@ -191,6 +191,17 @@ def answer_for(request: dict[str, Any], reasoner: bool) -> Answer:
         (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
     text, finish = last_user, "stop"
+    # prefix completion, as DeepSeek marks it (the last assistant message has
+    # "prefix": true) or SiliconFlow does (a "prefix" field): the answer goes on
+    # from the prefix' length; any other last assistant message is ignored, as
+    # OpenAI ignores it, and the answer starts afresh
+    last = messages[-1] if messages else {}
+    prefix = request.get("prefix")
+    if not isinstance(prefix, str):
+        marked = last.get("role") == "assistant" and last.get("prefix") is True
+        prefix = text_of(last.get("content")) if marked else None
+    if prefix is not None:
+        text = text[len(prefix) :]
     stop = request.get("stop")
     for s in [stop] if isinstance(stop, str) else stop or []:
         if s and s in text:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -29,7 +29,7 @@ from byzerllm.broker.errors import BackendLoadError, ConfigurationError
 from byzerllm.broker.messages import ChatPayload
 from byzerllm.broker.settings import mask_url
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.backend import Chunk
+from byzerllm.workers.backend import Chunk, content_text, wants_prefix
 from byzerllm.workers.backends.saas import openai_media
 from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
 from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
@@ -45,6 +45,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # accept when no key is configured; the SDK refuses to start without one.
 NO_KEY = "EMPTY"
 _OFFICIAL_HOSTS = frozenset({"api.openai.com"})
+# vendors that continue a marked last assistant message, by a word of their host
+_PREFIX_HOSTS = ("deepseek", "siliconflow")
 
 
 class OpenAIOptions(SaasOptions):
@@ -52,6 +54,13 @@ class OpenAIOptions(SaasOptions):
     base_url: str = Field(default=DEFAULT_BASE_URL, alias="saas.base_url")
     # Some older compatible servers reject ``stream_options``; they can turn it off.
     include_usage: bool = Field(default=True, alias="saas.include_usage")
+    # How the vendor continues a last assistant message (gen.response_prefix):
+    # "deepseek" marks it "prefix": true, "siliconflow" sends it as a "prefix"
+    # field; "auto" picks by the base URL's host and otherwise marks it as
+    # DeepSeek does (as the original byzerllm did); "none" sends it unmarked.
+    prefix_style: Literal["auto", "deepseek", "siliconflow", "none"] = Field(
+        default="auto", alias="saas.prefix_style"
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -101,6 +110,21 @@ class OpenAIBackend(SaasBackend):
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def prefix_style(self) -> str:
+        """The prefix-completion style in use: the option, or the vendor's by host."""
+        style = self.options.prefix_style
+        if style != "auto":
+            return style
+        host = urlsplit(self.options.base_url).hostname or ""
+        return next((name for name in _PREFIX_HOSTS if name in host), "auto")
+
+    @property
+    def continues_answers(self) -> bool:
+        """Only for vendors known (or said) to continue a marked prefix: an unknown
+        server may ignore the mark and answer afresh, so a retry restarts there."""
+        return self.prefix_style in _PREFIX_HOSTS
+
     async def start(self) -> None:
         sdk = _import_sdk()
         self._sdk = sdk
@@ -132,6 +156,8 @@ class OpenAIBackend(SaasBackend):
             "model_deploy_type": "saas",
             "support_stream": True,
             "model_name": self.options.model,
+            # one backend serves chat and embedding models: the model name tells which
+            "embedding_mode": "embedding" in self.options.model.lower(),
         }
 
     # -- chat --------------------------------------------------------------------------
@@ -233,7 +259,22 @@ class OpenAIBackend(SaasBackend):
                 }
         if request.extra_request_params:
             params["extra_body"] = dict(request.extra_request_params)
+        if wants_prefix(request):
+            self._mark_prefix(params)
         return params
+
+    def _mark_prefix(self, params: dict[str, Any]) -> None:
+        """Ask the vendor to continue the last assistant message, its own way."""
+        style = self.prefix_style
+        messages = params["messages"]
+        if style == "none":
+            return
+        if style == "siliconflow":
+            prefix = content_text(messages[-1].get("content"))
+            params["messages"] = messages[:-1]
+            params["extra_body"] = {**params.get("extra_body", {}), "prefix": prefix}
+            return
+        params["messages"] = [*messages[:-1], {**messages[-1], "prefix": True}]
 
     # -- embeddings ----------------------------------------------------------------------
 
