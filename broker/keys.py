@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 GROUP = "workers"
@@ -39,6 +40,12 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 def decoded(value: Any) -> str:
     """A key, member or field as read from Redis (bytes), decoded to str."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@lru_cache(maxsize=4096)  # a worker sees the same few reply streams over and over
+def _is_reply(prefix: str, key: str) -> bool:
+    head = f"{prefix}:reply:"
+    return key.startswith(head) and _CLIENT_ID.fullmatch(key[len(head) :]) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +118,7 @@ class Keys:
     def is_reply(self, key: str) -> bool:
         """Whether ``key`` names a reply stream of this prefix (a request's ``reply_to``
         must: a worker writes nowhere else)."""
-        head = f"{self.prefix}:reply:"
-        return key.startswith(head) and _CLIENT_ID.fullmatch(key[len(head) :]) is not None
+        return _is_reply(self.prefix, key)
 
     @property
     def nodes(self) -> str:

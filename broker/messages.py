@@ -93,8 +93,9 @@ def encode_request(request: Request) -> bytes:
     """The request's msgpack bytes; a value msgpack cannot carry is the caller's error."""
     try:
         # the fields as they are (validated when the model was built): model_dump would
-        # walk the whole payload again for nothing, on every request
-        return pack(dict(request))
+        # walk the whole payload again, and dict(request) goes through pydantic's
+        # __iter__; a model without extras keeps exactly its fields in __dict__
+        return pack(request.__dict__)
     except UnicodeEncodeError as exc:
         raise ConfigurationError(
             f"the request for {request.alias!r} holds text that is not valid Unicode "

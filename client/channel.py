@@ -67,8 +67,9 @@ class RequestChannel:
     and the channel closes with the last of its clients.
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
+        self.loop = loop  # the event loop it serves: its reader and calls live there
         self.keys = Keys(settings.prefix)
         self.client_id = uuid.uuid4().hex[:16]
         self.reply_key = self.keys.reply(self.client_id)
@@ -79,6 +80,10 @@ class RequestChannel:
         self._closed = False
         self._untrimmed = 0
         self._users: weakref.WeakSet[object] = weakref.WeakSet()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -304,9 +309,9 @@ def channel_for(settings: BrokerSettings) -> RequestChannel:
     loop = asyncio.get_running_loop()
     key = (id(loop), settings)
     found = _channels.get(key)
-    if found is not None and found[0] is loop and not found[1]._closed:
+    if found is not None and found[0] is loop and not found[1].closed:
         return found[1]
-    channel = RequestChannel(settings)
+    channel = RequestChannel(settings, loop)
     _channels[key] = (loop, channel)
     return channel
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -146,6 +147,9 @@ class AsyncByzerLLM:
     @property
     def channel(self) -> RequestChannel:
         """The process' shared channel for the running loop, with this client attached."""
+        last = self._channels[-1] if self._channels else None
+        if last is not None and last.loop is asyncio.get_running_loop() and not last.closed:
+            return last  # the usual case, without hashing the settings to look it up
         channel = channel_for(self.settings)
         if channel not in self._channels:
             channel.attach(self)
