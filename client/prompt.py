@@ -64,6 +64,40 @@ def _repair(
     return [*asked, {"role": "assistant", "content": answer}, question, *prefix]
 
 
+class MarkedText:
+    """The answer between response markers, as much of it as is certain so far.
+
+    Streaming cannot take text back, so while the answer grows, what may not
+    belong to it is held back: everything before the start marker (a model's
+    preamble is dropped, as in the whole answer), and a tail that may be the
+    beginning of the end marker or whitespace before it. ``final`` releases
+    what remains, the whole text where no start marker came.
+    """
+
+    def __init__(self, start: str, end: str) -> None:
+        self.start, self.end = start, end
+
+    def visible(self, total: str, final: bool = False) -> str:
+        begin = total.find(self.start)
+        if begin < 0 and not final:
+            return ""
+        body = (total[begin + len(self.start) :] if begin >= 0 else total).lstrip()
+        stop = body.find(self.end)
+        if stop >= 0:
+            return body[:stop].rstrip()
+        if final:
+            return body.rstrip()
+        return body[: len(body) - _partial_tail(body, self.end)].rstrip()
+
+
+def _partial_tail(text: str, marker: str) -> int:
+    """The length of the longest end of ``text`` that begins ``marker``."""
+    for size in range(min(len(text), len(marker) - 1), 0, -1):
+        if text.endswith(marker[:size]):
+            return size
+    return 0
+
+
 class MetaHolder:
     """Receives the metadata of the last answer: ``f.with_meta(holder)``."""
 
@@ -316,10 +350,7 @@ class PromptFunction:
             ]
         if not self._auto_remove_markers:
             return total, meta
-        begin = total.find(start)
-        body = total[begin + len(start) :] if begin >= 0 else total
-        stop = body.find(end)
-        return (body[:stop] if stop >= 0 else body).strip(), meta
+        return MarkedText(start, end).visible(total, final=True), meta
 
     async def _answer(
         self, plan: _Plan, messages: list[dict[str, Any]]
@@ -352,6 +383,10 @@ class PromptFunction:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stream(self, plan: _Plan) -> AsyncIterator[str]:
+        if self._markers:
+            async for text in self._stream_with_markers(plan):
+                yield text
+            return
         delta_mode = self._options.get("delta_mode", True)
         async for text, meta in plan.client.stream_chat_oai(
             plan.messages, delta_mode=delta_mode, llm_config=plan.llm_config, **plan.call
@@ -360,6 +395,44 @@ class PromptFunction:
                 self._record_meta(meta.extra_info)
             if text:
                 yield text
+
+    async def _stream_turn(self, plan: _Plan, messages: list[dict[str, Any]]) -> AsyncIterator[str]:
+        async for text, meta in plan.client.stream_chat_oai(
+            messages, delta_mode=True, llm_config=plan.llm_config, **plan.call
+        ):
+            if meta.finish_reason is not None or meta.extra_info:
+                self._record_meta(meta.extra_info)
+            if text:
+                yield text
+
+    async def _stream_with_markers(self, plan: _Plan) -> AsyncIterator[str]:
+        """Stream turn after turn, as :meth:`_with_markers` asks, until the end marker;
+        with the markers removed, what is yielded adds up to what ``run`` returns."""
+        assert self._markers is not None
+        end = self._markers[1]
+        view = MarkedText(*self._markers) if self._auto_remove_markers else None
+        cumulative = not self._options.get("delta_mode", True)
+        messages, total, shown = list(plan.messages), "", ""
+        for turn in range(self._max_turns):
+            piece = ""
+            async for text in self._stream_turn(plan, messages):
+                piece += text
+                total += text
+                visible = view.visible(total) if view is not None else total
+                if len(visible) > len(shown):
+                    yield visible if cumulative else visible[len(shown) :]
+                    shown = visible
+                if end in total:
+                    break  # the answer is complete; what follows the marker is not wanted
+            if end in total or turn + 1 == self._max_turns:
+                break
+            messages += [
+                {"role": "assistant", "content": piece},
+                {"role": "user", "content": self._continue_prompt},
+            ]
+        visible = view.visible(total, final=True) if view is not None else total
+        if len(visible) > len(shown):
+            yield visible if cumulative else visible[len(shown) :]
 
     def arun(self, *args: Any, **kwargs: Any) -> Any:
         """Async run: ``await f.arun(...)``; a Generator prompt also allows ``async for``."""

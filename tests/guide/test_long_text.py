@@ -1,5 +1,7 @@
 """Guide: 超长文本生成 (with_response_markers with a 10-character answer limit)."""
 
+from collections.abc import Generator
+
 import pytest
 
 import byzerllm
@@ -77,3 +79,42 @@ def test_markers_must_be_a_pair():
 
     with pytest.raises(byzerllm.ConfigurationError, match="exactly 2 markers"):
         tell_story.with_response_markers(["<A>"])
+
+
+def test_a_generator_prompt_streams_every_round_until_the_end_marker(storyteller):
+    llm = ByzerLLM.from_default_model("deepseek_chat")
+
+    @byzerllm.prompt()
+    def tell_story() -> Generator[str, None, None]:
+        """
+        讲一个100字的故事。
+        """
+
+    pieces = list(
+        tell_story.with_llm(llm)
+        .with_response_markers()
+        .options({"llm_config": {"max_length": 10}})
+        .run()
+    )
+    assert len(pieces) > 2  # several rounds, each yielded as it came
+    assert "".join(pieces) == STORY  # the markers removed, as run() of a str prompt gives
+    assert not any("<" in piece for piece in pieces)
+
+
+def test_a_generator_prompt_can_keep_the_markers(storyteller):
+    llm = ByzerLLM.from_default_model("deepseek_chat")
+
+    @byzerllm.prompt()
+    def tell_story() -> Generator[str, None, None]:
+        """
+        讲一个100字的故事。
+        """
+
+    pieces = (
+        tell_story.with_llm(llm)
+        .with_response_markers()
+        .with_auto_remove_response_markers(False)
+        .options({"llm_config": {"max_length": 10}})
+        .run()
+    )
+    assert "".join(pieces) == f"<RESPONSE>{STORY}</RESPONSE>"
