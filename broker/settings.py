@@ -131,10 +131,27 @@ class BrokerSettings(BaseModel):
         return mask_url(self.redis_url)
 
     @classmethod
-    def from_env(cls, redis_url: str | None = None, **overrides: object) -> BrokerSettings:
-        """Explicit arguments win over ``BYZERLLM_*`` variables, which win over defaults."""
+    def from_env(
+        cls,
+        redis_url: str | None = None,
+        *,
+        use_process_default: bool = True,
+        **overrides: object,
+    ) -> BrokerSettings:
+        """Explicit arguments win over ``BYZERLLM_*`` variables, which win over defaults.
+
+        With no ``redis_url``, the process default that ``byzerllm.connect_cluster``
+        set (see :func:`set_process_default`) stands in for the environment: a
+        program that names its cluster once gets it in every client it builds.
+        ``use_process_default=False`` reads the environment regardless.
+        """
+        values: dict[str, Any] = {}
+        default = _process_default if use_process_default and not redis_url else None
+        if default is not None:
+            values = default.model_dump()
+            values.update({k: v for k, v in overrides.items() if v is not None})
+            return cls(**values)
         env = os.environ
-        values: dict[str, object] = {}
         # BYZERLLM_EMBEDDED_URL moves the embedded default (when 6379 is taken)
         url = redis_url or env.get("BYZERLLM_REDIS_URL") or env.get("BYZERLLM_EMBEDDED_URL")
         if url:
@@ -148,6 +165,28 @@ class BrokerSettings(BaseModel):
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# The settings ``connect_cluster`` chose for this process; None: read the environment.
+_process_default: BrokerSettings | None = None
+
+
+def set_process_default(settings: BrokerSettings | None) -> BrokerSettings | None:
+    """Make ``settings`` what clients built without a URL use; None forgets it.
+
+    Returns the previous default, so a caller (a test) can put it back. Only
+    :meth:`BrokerSettings.from_env` reads it, and only when it is given no URL:
+    explicit arguments still win, and workers and the CLI, which run in
+    processes of their own, keep reading their environment.
+    """
+    global _process_default
+    previous, _process_default = _process_default, settings
+    return previous
+
+
+def process_default() -> BrokerSettings | None:
+    """The settings :func:`set_process_default` made the default, if any."""
+    return _process_default
 
 
 def _explain(exc: ValidationError) -> str:

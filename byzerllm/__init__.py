@@ -25,8 +25,10 @@ from byzerllm.broker.errors import (
     StructuredOutputError,
 )
 from byzerllm.client import AsyncByzerLLM, ByzerLLM, LLMResponse, SingleOutputMeta
+from byzerllm.client.cluster import connect_cluster
 from byzerllm.client.multimodal import Image
 from byzerllm.client.prompt import MetaHolder, PromptFunction, prompt
+from byzerllm.utils.llms import get_llm_names, get_single_llm
 
 __version__ = "0.2.0"
 
@@ -72,5 +74,8 @@ __all__ = [
     "SingleOutputMeta",
     "StructuredOutputError",
     "__version__",
+    "connect_cluster",
+    "get_llm_names",
+    "get_single_llm",
     "prompt",
 ]

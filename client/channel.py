@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.batcher import CommandBatcher
@@ -191,7 +191,7 @@ class RequestChannel:
 
     # -- receiving -------------------------------------------------------------------
 
-    async def replies(self, call: Call) -> AsyncIterator[Reply]:
+    async def replies(self, call: Call) -> AsyncGenerator[Reply, None]:
         """The call's replies up to its end; errors are raised, retries passed on.
 
         Leaving early (break, cancellation, timeout) cancels the request on

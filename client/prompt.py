@@ -26,6 +26,7 @@ from byzerllm.client.prompt_template import (
     PromptDefinitionError,
     prompt_variables,
     render,
+    render_simple,
 )
 from byzerllm.client.structured import (
     StructuredOutputError,
@@ -42,6 +43,12 @@ _STREAM_ORIGINS: set[Any] = {
     collections.abc.AsyncIterator,
 }
 _UNSET: Any = object()
+# render= of @byzerllm.prompt: jinja2 templates, or the original's "simple" str.format
+RENDERERS: dict[str, Callable[[Callable[..., Any], dict[str, Any]], str]] = {
+    "jinja2": render,
+    "jinja": render,
+    "simple": render_simple,
+}
 _CALL_KEYS = ("model", "role_mapping", "extra_request_params")
 # A small model often gets the JSON almost right; asking again with the reason
 # usually fixes it. ``.options({"max_retries": 0})`` turns this off.
@@ -167,9 +174,11 @@ class PromptFunction:
         llm: Any = None,
         options: dict[str, Any] | None = None,
         check_result: bool = False,
+        render: str = "jinja2",
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
+        self.render = render
         self.check_result = check_result
         self._instance: Any = None
         self._llm = llm
@@ -197,7 +206,12 @@ class PromptFunction:
         return self if instance is None else self._copy(_instance=instance)
 
     def with_llm(self, llm: Any) -> PromptFunction:
-        return self._copy(_llm=llm)
+        """Set the client on this prompt function and return it: the original's
+        in-place style (``f.with_llm(llm); f.run()``) and chaining both work.
+        The client is where the function runs, not a per-call setting, so
+        unlike the other ``with_*`` it does not make a copy."""
+        self._llm = llm
+        return self
 
     def with_return_type(self, cls: Any) -> PromptFunction:
         return self._copy(_return_type=cls)
@@ -291,7 +305,8 @@ class PromptFunction:
 
     def prompt(self, *args: Any, **kwargs: Any) -> str:
         """The rendered prompt text; no model is called."""
-        return render(self.func, prompt_variables(self.func, self._instance, args, kwargs))
+        variables = prompt_variables(self.func, self._instance, args, kwargs)
+        return RENDERERS[self.render](self.func, variables)
 
     def _plan(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan:
         kind, parse_cls, with_schema = self._kind()
@@ -467,8 +482,11 @@ def prompt(
     """Decorator: ``@byzerllm.prompt()``, ``@byzerllm.prompt(llm=llm)``, ``prompt("alias")``,
     ``@byzerllm.prompt(lambda self: self.llm)`` on methods.
     """
-    if render != "jinja2":
-        raise ConfigurationError(f"render={render!r} is not supported; only 'jinja2' is")
+    if render not in RENDERERS:
+        raise ConfigurationError(
+            f"render={render!r} is not supported: use 'jinja2' ({{{{ name }}}} templates) or "
+            "'simple' ({name}, Python's str.format)"
+        )
     if llm is not None and not (isinstance(llm, str) or callable(llm) or hasattr(llm, "chat_oai")):
         raise ConfigurationError(
             f"llm={llm!r} is not usable: pass a client, an alias string, or a function "
@@ -476,6 +494,8 @@ def prompt(
         )
 
     def decorate(func: Callable[..., Any]) -> PromptFunction:
-        return PromptFunction(func, llm=llm, options=options, check_result=check_result)
+        return PromptFunction(
+            func, llm=llm, options=options, check_result=check_result, render=render
+        )
 
     return decorate

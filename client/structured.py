@@ -193,3 +193,17 @@ def schema_instruction(cls: Any) -> str:
         + json.dumps(schema, ensure_ascii=False, indent=2)
         + "\n```"
     )
+
+
+def to_model(result: str, model_class: Any) -> Any:
+    """The original's ``str2model.to_model``: a model's answer read as ``model_class``.
+
+    JSON is looked for as :func:`parse_as` does (fences, prose around it,
+    almost-JSON); an array gives a list of instances. Where nothing fits,
+    StructuredOutputError (a ValueError) carries the raw text.
+    """
+    if not isinstance(result, str):
+        raise StructuredOutputError(
+            f"to_model reads a model's text answer, not {type(result).__name__}", repr(result)
+        )
+    return parse_as(result, model_class)

@@ -12,7 +12,7 @@ from typing import Any
 from byzerllm.client.channel import close_channels
 from byzerllm.client.llm import AsyncByzerLLM, Conversations
 from byzerllm.client.loop_thread import iterate_sync, on_shutdown, run_sync
-from byzerllm.client.types import LLMResponse, SingleOutputMeta
+from byzerllm.client.types import LLMRequest, LLMResponse, SingleOutputMeta
 
 on_shutdown(close_channels)
 
@@ -145,8 +145,14 @@ class ByzerLLM:
         )
 
     def emb(
-        self, model: str | None, texts: list[str] | str, llm_config: dict[str, Any] | None = None
+        self,
+        model: str | None,
+        texts: list[str] | str | LLMRequest,
+        llm_config: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
+        """One embedding per text; ``texts`` may be the original's ``LLMRequest``."""
+        if isinstance(texts, LLMRequest):
+            texts = texts.instruction
         return run_sync(self.aio.emb(model, texts, llm_config))
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:

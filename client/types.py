@@ -88,3 +88,42 @@ class ListStr(BaseModel):
 
 class ListInt(BaseModel):
     value: list[int]
+
+
+# -- request-side types of the original's ``byzerllm.utils.client`` ---------------------
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    """One request item as the original built it; ``ByzerLLM.emb`` accepts one.
+
+    Only ``instruction`` is read here (the texts to embed); the sampling fields
+    travel in ``llm_config`` in this implementation and are kept for code that
+    builds the object.
+    """
+
+    instruction: str | list[str]
+    embedding: bool = False
+    max_length: int = 4096
+    top_p: float = 0.95
+    temperature: float = 0.1
+
+
+class Role:
+    """Message roles as string constants."""
+
+    User = "user"
+    Assistant = "assistant"
+    System = "system"
+
+
+class InferBackend:
+    """Values of ``--infer_backend`` (``deploy(..., infer_backend=...)``).
+
+    The original named vLLM ``"ray/vllm"``; here the backend is ``"vllm"``,
+    the name the guide's deploy lines use. DeepSpeed has no backend here.
+    """
+
+    Transformers = "transformers"
+    VLLM = "vllm"
+    LLAMA_CPP = "llama_cpp"

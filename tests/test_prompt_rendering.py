@@ -1,5 +1,7 @@
 """Rendering prompt functions: dedent, whitespace, loops, body dicts, and bad input."""
 
+import logging
+
 import pytest
 
 import byzerllm
@@ -41,15 +43,43 @@ def test_defaults_keywords_and_body_dict_override():
     assert f.prompt(a="z", b="y") == "z-override-Z"
 
 
-def test_missing_variable_names_it():
+def test_a_variable_without_a_value_renders_empty_and_is_named_in_a_warning(caplog):
+    """The original's rule (optional parts of a template), with the typo still visible."""
+
     @byzerllm.prompt()
     def f(name: str) -> str:
         """
-        Hello {{ nmae }}
+        Hello {{ nmae }}!{% if notes %} Notes: {{ notes }}{% endif %}
         """
 
-    with pytest.raises(byzerllm.PromptTemplateError, match=r"\{\{ nmae \}\}.*available: name"):
+    with caplog.at_level(logging.WARNING, logger="byzerllm.client.prompt_template"):
+        assert f.prompt("Jane") == "Hello !"
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("{{ nmae }}" in m and "{{ notes }}" in m for m in warned), warned
+
+
+def test_a_missing_variable_that_cannot_render_empty_is_named():
+    @byzerllm.prompt()
+    def f(name: str) -> str:
+        """
+        Hello {{ user.name }}
+        """
+
+    with pytest.raises(byzerllm.PromptTemplateError, match=r"\{\{ user \}\}.*available: name"):
         f.prompt("Jane")
+
+
+def test_render_simple_fills_str_format_fields():
+    @byzerllm.prompt(render="simple")
+    def f(name: str, n: int) -> str:
+        """
+        Dear {name},
+            you have {n} messages {{unread}}.
+        """
+
+    assert f.prompt("Ada", 3) == "Dear Ada,\nyou have 3 messages {unread}."
+    with pytest.raises(byzerllm.ConfigurationError, match="'mustache'.*'simple'"):
+        byzerllm.prompt(render="mustache")
 
 
 def test_non_dict_return_is_a_type_error_naming_the_function():
@@ -101,16 +131,17 @@ def test_no_llm_run_explains_how_to_attach_one():
         f.run()
 
 
-def test_modifiers_return_copies():
+def test_modifiers_return_copies_but_with_llm_sets_the_client_in_place():
     @byzerllm.prompt()
     def f() -> str:
         """
         hi
         """
 
-    g = f.with_llm("deepseek_chat").options({"llm_config": {"max_length": 5}})
-    assert g is not f
-    assert f() == "hi"  # f itself still has no llm
+    g = f.with_stop_suffix_list(["x"]).options({"llm_config": {"max_length": 5}})
+    assert g is not f and f._stop is None and "llm_config" not in f._options
+    # the original's style: f.with_llm(llm); f.run()
+    assert f.with_llm("deepseek_chat") is f and f._llm == "deepseek_chat"
 
 
 def test_methods_bind_self_and_drop_it_from_variables():
