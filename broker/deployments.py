@@ -107,6 +107,36 @@ def verified_spec(alias: str, stored: dict[str, str]) -> DeploySpec:
     return spec
 
 
+def differences(
+    alias: str, stored: dict[str, str], spec: DeploySpec, max_waiting: int
+) -> list[str] | None:
+    """What deploying ``spec`` (with ``max_waiting``) would change in the stored
+    deployment ``stored`` (its spec hash): the names of the fields that differ
+    (``infer_params.<key>`` per parameter, never a value), empty for the same
+    spec; None when the stored spec cannot be read here (no seal, another
+    cluster key, changed in Redis).
+
+    Specs compare as sealed, secrets included: the same API key is the same
+    spec, though each seal of it reads differently in Redis."""
+    if not stored.get("sealed"):
+        return None
+    try:
+        before = verified_spec(alias, stored).model_dump(mode="json")
+    except ConfigurationError:
+        return None
+    after = spec.model_dump(mode="json")
+    changed: list[str] = []
+    for name, value in after.items():
+        if name == "infer_params":
+            old, new = before.get(name) or {}, value
+            changed += [f"{name}.{k}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+        elif before.get(name) != value:
+            changed.append(name)
+    if stored.get("max_waiting", str(max_waiting)) != str(max_waiting):
+        changed.append("max_waiting (BYZERLLM_MAX_WAITING)")
+    return changed
+
+
 async def set_state(
     redis: aioredis.Redis, keys: Keys, alias: str, state: str | None, last_error: str | None = None
 ) -> None:

@@ -9,6 +9,7 @@ tell each other apart during a rolling upgrade.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from enum import StrEnum
@@ -26,17 +27,21 @@ FIELD = b"m"
 class RequestKind(StrEnum):
     CHAT = "chat"
     EMBED = "embed"
+    RERANK = "rerank"
     META = "meta"
 
 
 class ReplyType(StrEnum):
-    DELTA = "delta"  # data: {"text": str, "reasoning": str}
+    DELTA = "delta"  # data: {"text": str, "reasoning": str}, + "audio": bytes (delta_data)
     END = "end"  # data: {"output": ..., "meta": {...}}; the last entry of a request
     ERROR = "error"  # data: {"type", "message", "retryable"}; also the last entry
     RETRY = "retry"  # data: {"attempt": n}; a new worker starts the request again
 
 
 FINAL_TYPES = frozenset({ReplyType.END, ReplyType.ERROR})
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Request(BaseModel):
@@ -60,11 +65,18 @@ class Request(BaseModel):
         payload: dict[str, Any],
         reply_to: str,
         timeout: float | None,
+        request_id: str | None = None,
     ) -> Request:
-        """A fresh request with a new id, due ``timeout`` seconds from now (None: never)."""
+        """A fresh request due ``timeout`` seconds from now (None: never), with a new
+        id unless the caller chose one (to abort it by that id)."""
         now = time.time()
+        if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+            raise ConfigurationError(
+                f"request id {request_id[:80]!r} is not usable: use 1-128 letters, digits, "
+                "'-' or '_' (e.g. a uuid4 hex)"
+            )
         return cls(
-            id=uuid.uuid4().hex,
+            id=request_id or uuid.uuid4().hex,
             alias=alias,
             kind=kind,
             payload=payload,
@@ -162,6 +174,16 @@ def reply(
     }
 
 
+def delta_data(text: str, reasoning: str, audio: bytes = b"") -> dict[str, Any]:
+    """A DELTA reply's data. Speech (text-to-speech) streams its audio as ``audio``,
+    raw bytes (msgpack's bin type, so no base64 on the wire); deltas of one
+    request that are merged before they are sent join their audio bytes in order."""
+    data: dict[str, Any] = {"text": text, "reasoning": reasoning}
+    if audio:
+        data["audio"] = audio
+    return data
+
+
 def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
 
@@ -205,4 +227,18 @@ class EmbedPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     texts: list[str]
+    llm_config: dict[str, Any] = {}
+
+
+class RerankPayload(BaseModel):
+    """A rerank request: one query scored against each document, as a cross-encoder
+    scores (query, document) pairs. One query per request is what rerank APIs take
+    and what lets a worker batch the pairs; a client with pairs of several queries
+    sends one request per query. The END reply's output holds one float per
+    document, in the documents' order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str
+    documents: list[str]
     llm_config: dict[str, Any] = {}

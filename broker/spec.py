@@ -21,13 +21,31 @@ MASK = "******"
 
 
 def is_secret_key(key: str) -> bool:
-    lowered = key.lower()
+    # "token" names a secret (access_token, hf_token), "tokens" a count
+    # (saas.max_output_tokens), which stat and deploy should show
+    lowered = key.lower().replace("tokens", "")
     return any(part in lowered for part in _SECRET_PARTS)
 
 
 def mask_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A copy with every secret-looking value replaced by a mask."""
-    return {k: (MASK if is_secret_key(k) and v not in (None, "") else v) for k, v in params.items()}
+    """A copy with every secret-looking value replaced by a mask, and the
+    password of any URL in a value (a proxy's: ``http://user:pw@host``) too."""
+    return {
+        k: (MASK if is_secret_key(k) and v not in (None, "") else _url_passwords_masked(v))
+        for k, v in params.items()
+    }
+
+
+# scheme://user:password@ in plain text or JSON text (saas.proxies='{"https": "..."}')
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"']*:)[^\s/\"']*@")
+
+
+def _url_passwords_masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
+    if isinstance(value, dict):
+        return {k: _url_passwords_masked(v) for k, v in value.items()}
+    return value
 
 
 def check_alias(alias: str) -> str:

@@ -42,8 +42,14 @@ class AsyncSimpleByzerLLM(AsyncByzerLLM):
         udf_name: str,
         infer_params: dict[str, Any] | None = None,
         infer_backend: str = "",
+        *,
+        force: bool = False,
+        timeout: float = 600.0,
     ) -> dict[str, Any]:
-        """Start the backend for ``pretrained_model_type`` here; it serves ``udf_name``."""
+        """Start the backend for ``pretrained_model_type`` here; it serves ``udf_name``.
+        (``force`` and ``timeout`` are the cluster deploy's: a local start replaces
+        an earlier one and waits for the backend as long as it takes.)"""
+        infer_backend = infer_backend or self.model_settings.deploy.get("infer_backend", "")
         spec = DeploySpec(
             alias=udf_name,
             pretrained_model_type=pretrained_model_type,
@@ -59,13 +65,17 @@ class AsyncSimpleByzerLLM(AsyncByzerLLM):
         self.deployments[udf_name] = backend
         return {"model": udf_name, "status": "deployed"}
 
-    async def undeploy(self, udf_name: str, force: bool = False) -> None:
+    async def undeploy(self, udf_name: str, force: bool = False, timeout: float = 120.0) -> bool:
         backend = self.deployments.pop(udf_name, None)
         if backend is not None:
             await backend.aclose()
+        return backend is not None
 
     async def is_model_exist(self, model: str) -> bool:
         return model in self.deployments
+
+    def abort(self, request_id: str) -> bool:
+        return self._local.abort(request_id)
 
     async def get_meta(self, model: str | None = None) -> dict[str, Any]:
         name = self._model(model)
@@ -96,12 +106,13 @@ class SimpleByzerLLM(ByzerLLM):
         udf_name: str,
         infer_params: dict[str, Any] | None = None,
         infer_backend: str = "",
+        **kwargs: Any,
     ) -> dict[str, Any]:
         return run_sync(
             self.aio.deploy(
-                model_path, pretrained_model_type, udf_name, infer_params, infer_backend
+                model_path, pretrained_model_type, udf_name, infer_params, infer_backend, **kwargs
             )
         )
 
-    def undeploy(self, udf_name: str, force: bool = False) -> None:
-        run_sync(self.aio.undeploy(udf_name, force))
+    def undeploy(self, udf_name: str, force: bool = False, timeout: float = 120.0) -> bool:
+        return run_sync(self.aio.undeploy(udf_name, force, timeout))

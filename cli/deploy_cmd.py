@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from byzerllm.broker.spec import DeploySpec, mask_params
 from byzerllm.cli.common import console, out, redis_url_options, run, settings_for
+from byzerllm.cli.config_file import DeployFile
 from byzerllm.cli.local import ensure_cluster
 from byzerllm.cli.options import deploy_options
 from byzerllm.cli.worker_cmd import spec_from_flags
@@ -43,19 +44,49 @@ async def deploy_spec(redis_url: str | None, spec: DeploySpec, force: bool, time
             timeout=timeout,
             on_progress=lambda p: bar.update(task, completed=p.ready),
         )
+    if result.unchanged:
+        out.print(
+            f"{spec.alias}: already deployed with this spec; "
+            f"{result.ready}/{result.total} worker(s) ready (--force replaces them)"
+        )
+        return
     out.print(f"{spec.alias}: {result.ready}/{result.total} worker(s) ready")
 
 
 @click.command()
 @redis_url_options
-@deploy_options(model_required=True)
-@click.option("--force", is_flag=True, help="Replace an existing deployment (rolling).")
+@deploy_options(model_required=False)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing deployment (rolling) with another spec."
+)
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for workers.")
 @click.option("--dry_run", is_flag=True, help="Print the parsed spec (secrets masked) and stop.")
+@click.option(
+    "--file",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of these options (model: ..., infer_params: {...}); values may read "
+    "the environment (ENV {{VAR}}); options given here win.",
+)
 def deploy(
-    redis_url: str | None, force: bool, timeout: float, dry_run: bool, **flags: object
+    redis_url: str | None,
+    force: bool,
+    timeout: float,
+    dry_run: bool,
+    config_file: str | None,
+    **flags: object,
 ) -> None:
-    """Deploy a model under an alias on the node agents."""
+    """Deploy a model under an alias on the node agents.
+
+    Deploying a ready alias again with the same spec changes nothing; another
+    spec needs --force."""
+    if config_file:
+        ctx = click.get_current_context()
+        flags, redis_url = DeployFile.read(config_file).apply(ctx, flags, redis_url)
+        timeout = float(flags.pop("timeout", timeout))  # type: ignore[arg-type]
+    if not flags.get("model"):
+        raise click.UsageError("Missing option '--model' (the alias; or `model:` in --file).")
     spec = spec_from_flags(flags)
     if dry_run:
         shown = spec.model_dump()

@@ -27,7 +27,9 @@ def _keeps_text(key: str) -> bool:
     return is_secret_key(key) or last.endswith(_TEXT_SUFFIXES)
 
 
-def _value(key: str, raw: str) -> Any:
+def param_value(key: str, raw: str) -> Any:
+    """The value of ``key=raw`` as the command line reads it (a deploy file's
+    ``ENV`` values too): quoted text stays text, numbers and booleans are typed."""
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
         return raw[1:-1]
     if _keeps_text(key):
@@ -74,5 +76,5 @@ def parse_infer_params(tokens: list[str] | tuple[str, ...] | str) -> dict[str, A
                     f"bad --infer_params key {key!r} in {part!r}: use letters, digits, _ . -, "
                     "e.g. saas.base_url=https://api.deepseek.com/v1"
                 )
-            params[key] = _value(key, raw)
+            params[key] = param_value(key, raw)
     return params

@@ -8,6 +8,7 @@ from typing import Any
 DEEPSEEK = "https://api.deepseek.com/v1"
 SILICONFLOW = "https://api.siliconflow.cn/v1"
 MOONSHOT = "https://api.moonshot.cn/v1"
+LINGYIWANWU = "https://api.lingyiwanwu.com/v1"
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     **_openai(
         SILICONFLOW,
         "alibaba/Qwen1.5-110B-Chat",
+        "alibaba/Qwen2-72B-Instruct",
         "deepseek-ai/deepseek-v2-chat",
         "deepseek-ai/DeepSeek-V2.5",
         "deepseek-ai/DeepSeek-V3",
@@ -41,13 +43,19 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         "gpt-4o-mini",
         "gpt-4-turbo",
         "gpt-3.5-turbo",
-        "o1-mini",
+        "gpt-3.5-turbo-0125",
         "text-embedding-3-small",
         "text-embedding-3-large",
         "tts-1",
         "whisper-1",
         "dall-e-3",
     ),
+    **_openai(LINGYIWANWU, "yi-vision"),
+    # reasoning models take no temperature/top_p and a max_completion_tokens limit
+    "o1-mini": KnownModel("saas/openai", {"saas.model": "o1-mini", "saas.is_reasoning": True}),
+    # the original easy-byzerllm's short names
+    "gpt4o": KnownModel("saas/openai", {"saas.model": "gpt-4o"}),
+    "sonnet3.5": KnownModel("saas/claude", {"saas.model": "claude-3-5-sonnet-20240620"}),
     **{
         n: KnownModel("saas/official_openai", {"saas.base_url": MOONSHOT, "saas.model": n})
         for n in ("moonshot-v1-8k", "moonshot-v1-32k", "moonshot-v1-128k")
@@ -65,5 +73,8 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         n: KnownModel("saas/qianwen", {"saas.model": n})
         for n in ("qwen-max", "qwen-plus", "qwen-turbo", "qwen1.5-32b-chat", "text-embedding-v2")
     },
-    **{n: KnownModel("saas/qianwen_vl", {"saas.model": n}) for n in ("qwen-vl-max",)},
+    **{
+        n: KnownModel("saas/qianwen_vl", {"saas.model": n})
+        for n in ("qwen-vl-max", "qwen-vl-chat-v1")
+    },
 }

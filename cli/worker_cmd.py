@@ -67,14 +67,19 @@ def _concurrency(flags: dict[str, object]) -> int:
 
 
 def spec_from_flags(flags: dict[str, object]) -> DeploySpec:
-    """The guide's deploy flags as a spec; bad values become a clean CLI error."""
+    """The guide's deploy flags as a spec; bad values become a clean CLI error.
+    ``infer_params`` is the option's ``k=v`` tokens, or a mapping already parsed
+    (a deploy file's, merged with the command line's)."""
+    raw = flags.get("infer_params") or ()
     try:
         return DeploySpec(
             alias=str(flags["model"]),
             pretrained_model_type=str(flags["pretrained_model_type"]),
             infer_backend=str(flags.get("infer_backend") or ""),
             model_path=str(flags.get("model_path") or ""),
-            infer_params=parse_infer_params(cast(tuple[str, ...], flags.get("infer_params") or ())),
+            infer_params=dict(raw)
+            if isinstance(raw, dict)
+            else parse_infer_params(cast(tuple[str, ...], raw)),
             worker_concurrency=_concurrency(flags),
             num_workers=int(flags["num_workers"]),  # type: ignore[call-overload]
             cpus_per_worker=float(flags["cpus_per_worker"]),  # type: ignore[arg-type]

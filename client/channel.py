@@ -21,6 +21,7 @@ from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, 
 from byzerllm.broker.errors import (
     BrokerUnavailableError,
     ByzerLLMError,
+    ConfigurationError,
     ProtocolError,
     RequestCancelledError,
     RequestTimeoutError,
@@ -128,7 +129,10 @@ class RequestChannel:
     @staticmethod
     def _end(call: Call, err: ByzerLLMError) -> None:
         """End a waiting call with ``err`` (raised to its caller)."""
-        ended = Reply(rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire())
+        # of the call's current attempt, so that the reader does not skip it as stale
+        ended = Reply(
+            rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire(), attempt=call.attempt
+        )
         call.queue.put_nowait(ended)
 
     def _end_all(self, reason: str) -> None:
@@ -170,10 +174,15 @@ class RequestChannel:
         payload: dict[str, Any],
         timeout: float | None,
         owner: object | None = None,
+        request_id: str | None = None,
     ) -> Call:
+        if request_id is not None and request_id in self._calls:
+            raise ConfigurationError(
+                f"request id {request_id!r} is already in flight; give each request its own"
+            )
         if not self._started:
             await self.start()
-        request = Request.new(alias, kind, payload, self.reply_key, timeout)
+        request = Request.new(alias, kind, payload, self.reply_key, timeout, request_id)
         call = Call(request.id, alias, request.deadline, owner)
         self._calls[request.id] = call
         try:
@@ -183,6 +192,16 @@ class RequestChannel:
             self._calls.pop(request.id, None)
             raise
         return call
+
+    def abort(self, rid: str) -> bool:
+        """End the in-flight call ``rid`` (its caller gets RequestCancelledError) and
+        stop it on the worker; False when no such call is in flight here."""
+        continued = f"{rid}-c"  # a stream asked again after a worker failure
+        calls = [c for key, c in self._calls.items() if key == rid or key.startswith(continued)]
+        for call in calls:
+            self.cancel(call)
+            self._end(call, RequestCancelledError(f"request {rid} for {call.alias!r} was aborted"))
+        return bool(calls)
 
     def cancel(self, call: Call) -> None:
         """Forget the call and tell the workers to stop it."""

@@ -3,8 +3,10 @@
 ``deploy`` stores the spec (secrets sealed), places ``num_workers`` workers
 on live node agents with enough free CPUs and GPUs, asks each chosen agent
 (an arq queue per node) to start one, and waits until all are ready, the
-deployment fails, or time runs out. ``undeploy`` drains the workers, answers
-requests still queued, and removes the alias' keys.
+deployment fails, or time runs out. Deploying a ready alias again with the
+same spec changes nothing and succeeds (the original did the same); a
+different spec needs ``force``, a rolling replacement. ``undeploy`` drains
+the workers, answers requests still queued, and removes the alias' keys.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Progress:
     ready: int
     total: int
     state: str
+    # the alias was already deployed, ready, with this very spec: nothing was done
+    unchanged: bool = False
 
 
 def place(spec: DeploySpec, nodes: list[NodeState]) -> list[str]:
@@ -96,10 +100,19 @@ async def _deploy(
 ) -> Progress:
     existing = await deployments.info(redis, keys, spec.alias)
     if existing and existing.get("state") != deployments.UNDEPLOYING and not force:
+        phase = existing.get("state", "unmanaged")
+        changed = deployments.differences(spec.alias, existing, spec, settings.max_waiting)
+        if changed == [] and phase == deployments.READY:
+            return await _unchanged(redis, keys, spec, existing, on_progress)
+        if changed:
+            how = f"with another spec ({', '.join(changed)} differ)"
+        elif changed == []:
+            how = f"with this spec, but {phase}"
+        else:
+            how = f"(state {phase})"
         raise AlreadyDeployedError(
-            f"{spec.alias!r} is already deployed (state {existing.get('state', 'unmanaged')}); "
-            "use --force to replace it (rolling, without dropping requests) or "
-            f"`byzerllm undeploy --model {spec.alias}` first"
+            f"{spec.alias!r} is already deployed {how}; use --force to replace it (rolling, "
+            f"without dropping requests) or `byzerllm undeploy --model {spec.alias}` first"
         )
     nodes = await list_nodes(redis, keys)
     if not nodes:
@@ -120,6 +133,22 @@ async def _deploy(
         )
     await deployments.set_state(redis, keys, spec.alias, deployments.READY)
     progress.state = deployments.READY
+    return progress
+
+
+async def _unchanged(
+    redis: aioredis.Redis,
+    keys: Keys,
+    spec: DeploySpec,
+    existing: dict[str, str],
+    on_progress: Callable[[Progress], None] | None,
+) -> Progress:
+    """The ready deployment as it is: the same spec needs no new workers."""
+    generation = int(existing.get("generation", "0"))
+    ready = await state.ready_workers(redis, keys, spec.alias, generation)
+    progress = Progress(spec.alias, ready, spec.num_workers, deployments.READY, unchanged=True)
+    if on_progress:
+        on_progress(progress)
     return progress
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import builtins
 import functools
 import inspect
+import time
 import typing
 from collections.abc import Callable
-from typing import Any, get_args, get_type_hints
+from typing import Any, NamedTuple, get_args, get_type_hints
 
 import pydantic
 
@@ -27,11 +28,42 @@ from byzerllm.client.structured import is_model_type, parse_as
 from byzerllm.client.utils import extract_code
 
 
+class ImplKey(NamedTuple):
+    """What a generated function is cached under: a change to any part asks again."""
+
+    model: str
+    instruction: str
+    full_func_name: str  # module.qualname
+    signature: str
+    doc: str | None
+
+
+def clear_impl_cache(
+    cache: dict[Any, Any],
+    model: str | None = None,
+    full_func_name: str | None = None,
+    instruction: str | None = None,
+) -> None:
+    """Forget generated functions: all of them, or those matching every part given
+    (``full_func_name`` as ``module.qualname``, or just the function's name)."""
+    for key in list(cache):
+        if (
+            (model is None or key.model == model)
+            and (instruction is None or key.instruction == instruction)
+            and (
+                full_func_name is None
+                or key.full_func_name == full_func_name
+                or key.full_func_name.rsplit(".", 1)[-1] == full_func_name
+            )
+        ):
+            del cache[key]
+
+
 def _signature_text(func: Callable[..., Any]) -> str:
     return f"def {func.__name__}{inspect.signature(func)}:"
 
 
-def impl_prompt(func: Callable[..., Any]) -> str:
+def impl_prompt(func: Callable[..., Any], instruction: str = "") -> str:
     doc = inspect.cleandoc(func.__doc__ or "")
     hints = _hints(func)
     models = {t for t in _mentioned_types(hints.values()) if is_model_type(t)}
@@ -40,7 +72,8 @@ def impl_prompt(func: Callable[..., Any]) -> str:
         f"```json\n{pydantic.TypeAdapter(m).json_schema()}\n```\n"
         for m in models
     )
-    return (
+    asked = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
+    return asked + (
         "Implement this Python function. Keep its name and signature; put any imports it "
         "needs inside its body. The classes named in the signature are available.\n"
         f"```python\n{_signature_text(func)}\n    '''\n    {doc}\n    '''\n```\n{schemas}\n"
@@ -126,6 +159,9 @@ class ImplFunction:
         model: str | None,
         llm_config: dict[str, Any] | None,
         sync: bool,
+        instruction: str = "",
+        skip_cache: bool = False,
+        verbose: bool = False,
     ) -> None:
         functools.update_wrapper(self, func)
         self.client = client
@@ -133,13 +169,16 @@ class ImplFunction:
         self.model = model
         self.llm_config = dict(llm_config or {})
         self.sync = sync
+        self.instruction = instruction or ""
+        self.skip_cache = skip_cache
+        self.verbose = verbose
 
-    def _key(self) -> tuple[Any, ...]:
+    def _key(self) -> ImplKey:
         f = self.func
-        return (
-            self.model or self.client.default_model_name,
-            f.__module__,
-            f.__qualname__,
+        return ImplKey(
+            self.model or self.client.default_model_name or "",
+            self.instruction,
+            f"{f.__module__}.{f.__qualname__}",
             str(inspect.signature(f)),
             f.__doc__,
         )
@@ -148,13 +187,24 @@ class ImplFunction:
         """The compiled generated function (asks the model only when not cached)."""
         cache = self.client.impl_cache
         key = self._key()
-        if key not in cache:
+        if self.skip_cache or key not in cache:
+            start = time.perf_counter()
             [response] = await self.client.chat_oai(
-                [{"role": "user", "content": impl_prompt(self.func)}],
+                [{"role": "user", "content": impl_prompt(self.func, self.instruction)}],
                 model=self.model,
                 llm_config=self.llm_config,
             )
-            cache[key] = compile_impl(self.func, str(response.output))
+            generated = compile_impl(self.func, str(response.output))
+            if self.verbose:  # the original printed what the model wrote, and the time
+                print(
+                    f"Generated code for {key.full_func_name} "
+                    f"({time.perf_counter() - start:.2f}s):\n"
+                    f"```python\n{generated.__byzerllm_code__}\n```",  # type: ignore[attr-defined]
+                    flush=True,
+                )
+            if self.skip_cache:
+                return generated
+            cache[key] = generated
         return typing.cast(Callable[..., Any], cache[key])
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
@@ -165,7 +215,7 @@ class ImplFunction:
         return _coerce(self.func, value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.sync:
+        if self.sync and not self.skip_cache:
             cached = self.client.impl_cache.get(self._key())
             if cached is not None:  # no hop to the loop thread: as fast as a plain call
                 return _coerce(self.func, cached(*args, **kwargs))

@@ -18,13 +18,14 @@ from byzerllm.broker.connection import redis_errors
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.messages import ReplyType, RequestKind
 from byzerllm.broker.settings import BrokerSettings
-from byzerllm.broker.spec import check_alias
+from byzerllm.broker.spec import DeploySpec, check_alias
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.channel import Call, RequestChannel, channel_for
 from byzerllm.client.multimodal import prepare_messages
+from byzerllm.client.setup import ClientSetup, ModelSettings
 from byzerllm.client.streamed_answer import StreamedAnswer
 from byzerllm.client.tools import chat_as_class, chat_with_tools, tool_calls_text
-from byzerllm.client.types import LLMResponse, SingleOutputMeta
+from byzerllm.client.types import LLMRequest, LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
 
@@ -33,6 +34,19 @@ Conversations = str | list[dict[str, Any]]
 # failures; past that, retries start over (a request that kills every worker
 # at the same point must not be resubmitted forever)
 CONTINUATIONS = 3
+
+
+def _request_id(llm_config: dict[str, Any]) -> str | None:
+    """The id the caller chose (``llm_config={"gen.request_id": ...}``) to abort by."""
+    value = llm_config.get("gen.request_id")
+    return None if value is None else str(value)
+
+
+def _continuation_id(llm_config: dict[str, Any], n: int) -> str | None:
+    """A continuation's id: the caller's own plus ``-c<n>`` (``abort`` finds it so);
+    never the same id, so a cancel meant for the failed attempt cannot stop it."""
+    chosen = _request_id(llm_config)
+    return None if chosen is None else f"{chosen}-c{n}"
 
 
 def _time_left(deadline: float | None) -> float | None:
@@ -93,7 +107,7 @@ def _echo_input(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"instruction": last, "history": messages[:-1]}
 
 
-class AsyncByzerLLM:
+class AsyncByzerLLM(ClientSetup):
     """Talks to the workers of deployed aliases through Redis."""
 
     def __init__(
@@ -116,6 +130,11 @@ class AsyncByzerLLM:
         self.templates: dict[str, Any] = {}
         self.impl_cache: dict[tuple[Any, ...], Any] = {}
         self._channels: list[RequestChannel] = []
+        self._model_settings = ModelSettings()
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self._model_settings
 
     # -- configuration (chainable like the original) --------------------------------
 
@@ -172,6 +191,7 @@ class AsyncByzerLLM:
         func_params: dict[str, Any] | None = None,
         response_class: Any = None,
         response_after_chat: bool = False,
+        only_return_prompt: bool = False,
     ) -> list[Any]:
         """One complete answer, as a one-element list (the original's shape).
 
@@ -181,8 +201,12 @@ class AsyncByzerLLM:
         With ``response_class`` (a pydantic class) the answer is read as that
         class into LLMClassResponse items; ``response_after_chat=True`` lets
         the model answer freely first and converts that answer afterwards.
+        ``only_return_prompt=True`` calls no model: the response's metadata is
+        the request that would be sent (instruction, history, llm_config).
         """
         messages = _as_messages(conversations)
+        if only_return_prompt:
+            return [self._prompt_only(messages, model, llm_config)]
 
         async def send(
             messages: list[dict[str, Any]], payload: dict[str, Any] | None = None
@@ -197,6 +221,18 @@ class AsyncByzerLLM:
             return await chat_as_class(send, messages, response_class, response_after_chat)
         return await send(messages)
 
+    def _prompt_only(
+        self, messages: list[dict[str, Any]], model: str | None, llm_config: Any
+    ) -> LLMResponse:
+        """What ``chat_oai`` would send, as the original's only_return_prompt gave it."""
+        messages = prepare_messages(messages)
+        alias = self._model(model)
+        config = self._model_settings.llm_config(alias, _llm_config(llm_config))
+        echoed = _echo_input(messages)
+        return LLMResponse(
+            output="", input=echoed, metadata={**echoed, "model": alias, "llm_config": config}
+        )
+
     async def _chat(
         self,
         conversations: list[dict[str, Any]],
@@ -206,8 +242,8 @@ class AsyncByzerLLM:
         payload: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
         messages = prepare_messages(conversations)
-        llm_config = _llm_config(llm_config)
         alias = self._model(model)
+        llm_config = self._model_settings.llm_config(alias, _llm_config(llm_config))
         call = await self.channel.submit(
             alias,
             RequestKind.CHAT,
@@ -220,6 +256,7 @@ class AsyncByzerLLM:
             },
             self._timeout(llm_config),
             owner=self,
+            request_id=_request_id(llm_config),
         )
         output: Any = ""
         meta: dict[str, Any] = {}
@@ -241,7 +278,7 @@ class AsyncByzerLLM:
         delta_mode: bool = False,
         llm_config: dict[str, Any] | None = None,
         extra_request_params: dict[str, Any] | None = None,
-    ) -> AsyncIterator[tuple[str, SingleOutputMeta]]:
+    ) -> AsyncIterator[tuple[Any, SingleOutputMeta]]:
         """Yield (text, meta) as the answer grows; text is the delta or the whole so far.
 
         The last item carries the usage counts and finish reason. When a
@@ -253,10 +290,15 @@ class AsyncByzerLLM:
         and the new attempt's text from its start (delta mode) or whole
         (otherwise). The last item's text (non-delta mode) is always what was
         streamed.
+
+        A text-to-speech alias streams ``bytes`` instead of text: each item is
+        a piece of the audio as the vendor sent it (delta mode or not), and the
+        last item's is empty; joined, they are the audio that ``chat_oai``
+        returns as base64.
         """
         messages = prepare_messages(_as_messages(conversations))
-        llm_config = _llm_config(llm_config)
         alias = self._model(model)
+        llm_config = self._model_settings.llm_config(alias, _llm_config(llm_config))
         channel = self.channel
         payload = {
             "conversations": messages,
@@ -265,7 +307,12 @@ class AsyncByzerLLM:
             "extra_request_params": extra_request_params or {},
         }
         call: Call | None = await channel.submit(
-            alias, RequestKind.CHAT, payload, self._timeout(llm_config), owner=self
+            alias,
+            RequestKind.CHAT,
+            payload,
+            self._timeout(llm_config),
+            owner=self,
+            request_id=_request_id(llm_config),
         )
         answer = StreamedAnswer(delta_mode)
         continuations = 0
@@ -291,6 +338,7 @@ class AsyncByzerLLM:
                                 {**payload, "continue_from": answer.shown},
                                 _time_left(current.deadline),
                                 owner=self,
+                                request_id=_continuation_id(llm_config, continuations),
                             )
                             break
 
@@ -299,30 +347,70 @@ class AsyncByzerLLM:
     # -- functions written by the model ------------------------------------------------
 
     def impl(
-        self, model: str | None = None, llm_config: dict[str, Any] | None = None
+        self,
+        instruction: str | None = None,
+        model: str | None = None,
+        verbose: bool | None = None,
+        skip_cache: bool = False,
+        llm_config: dict[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """Decorator: the model writes the function's body; calls are coroutines here."""
+        """``@llm.impl()``: the model writes the function's body on first call, from its
+        signature, docstring and ``instruction``; cached afterwards unless ``skip_cache``.
+        ``verbose`` prints the code written. Calls are coroutines here."""
         from byzerllm.client.impl import ImplFunction
 
-        return lambda func: ImplFunction(self, func, model, llm_config, sync=False)
+        return lambda func: ImplFunction(
+            self,
+            func,
+            model,
+            llm_config,
+            sync=False,
+            instruction=instruction or "",
+            skip_cache=skip_cache,
+            verbose=bool(verbose),
+        )
 
-    def clear_impl_cache(self) -> AsyncByzerLLM:
-        self.impl_cache.clear()
+    def clear_impl_cache(
+        self,
+        model: str | None = None,
+        full_func_name: str | None = None,
+        instruction: str | None = None,
+    ) -> AsyncByzerLLM:
+        """Forget generated functions: all, or those of a model, function or instruction."""
+        from byzerllm.client.impl import clear_impl_cache
+
+        clear_impl_cache(self.impl_cache, model, full_func_name, instruction)
         return self
 
     # -- embeddings ------------------------------------------------------------------
 
     async def emb(
-        self, model: str | None, texts: list[str] | str, llm_config: dict[str, Any] | None = None
+        self,
+        model: str | None,
+        texts: list[str] | str | LLMRequest | None = None,
+        llm_config: dict[str, Any] | None = None,
+        *,
+        request: list[str] | str | LLMRequest | None = None,
+        extract_params: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
+        """One embedding per text. The original's spelling works too:
+        ``emb(model, request=LLMRequest(instruction=...), extract_params={...})``."""
         alias = model or self.default_emb_model_name or self.default_model_name
         if not alias:
             raise ConfigurationError(
                 "no embedding model given: pass model=... or call "
                 "llm.setup_default_emb_model_name(alias)"
             )
-        items = [texts] if isinstance(texts, str) else list(texts)
-        llm_config = _llm_config(llm_config)
+        given = texts if texts is not None else request
+        if isinstance(given, LLMRequest):
+            given = given.instruction
+        if given is None:
+            raise ConfigurationError(
+                "no texts to embed: pass texts=[...] or request=LLMRequest(...)"
+            )
+        items = [given] if isinstance(given, str) else list(given)
+        llm_config = {**_llm_config(extract_params), **_llm_config(llm_config)}
+        llm_config = self._model_settings.llm_config(alias, llm_config)
         channel = self.channel
         call = await channel.submit(
             alias,
@@ -370,9 +458,128 @@ class AsyncByzerLLM:
             stat = await read_alias_stat(channel.redis, channel.keys, self._model(model))
         return None if stat is None else stat.guide_view()
 
+    # -- in-flight requests and deployments ------------------------------------------
+
+    def abort(self, request_id: str) -> bool:
+        """Stop the in-flight request whose id the caller chose with
+        ``llm_config={"gen.request_id": id}``: its caller gets
+        RequestCancelledError and the worker stops. False if none is in flight."""
+        return any([channel.abort(request_id) for channel in self._channels])
+
+    async def deploy(
+        self,
+        model_path: str,
+        pretrained_model_type: str,
+        udf_name: str,
+        infer_params: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
+        """The original's Python deploy: the resources come from ``setup_num_workers``,
+        ``setup_gpus_per_worker``, ``setup_infer_backend`` and the like; the same
+        control plane as ``byzerllm deploy`` (node agents place the workers).
+        Returns the deployed alias' meta once its workers are ready."""
+        from byzerllm.client.deploy import deploy
+
+        spec = DeploySpec(
+            alias=udf_name,
+            pretrained_model_type=pretrained_model_type,
+            model_path=model_path or "",
+            infer_params=dict(infer_params or {}),
+            **self._model_settings.deploy,
+        )
+        await deploy(self.settings, spec, force=force, timeout=timeout)
+        return await self.get_meta(model=udf_name)
+
+    async def undeploy(self, udf_name: str, force: bool = False, timeout: float = 120.0) -> bool:
+        """Drain and remove the alias (``force`` is the original's; draining is always
+        safe here). False when it was not deployed."""
+        from byzerllm.client.deploy import undeploy
+
+        return await undeploy(self.settings, check_alias(udf_name), timeout=timeout)
+
     async def aclose(self) -> None:
         """End this client's own calls and leave its channels; other clients of the
         process keep theirs."""
         channels, self._channels = self._channels, []
         for channel in channels:
             await channel.release(self)
+
+    # -- rerank --
+
+    # the alias emb_rerank uses when it is given none (the original's attribute)
+    default_rerank_model_name: str | None = None
+
+    def setup_default_re_rank_model_name(self, model: str) -> AsyncByzerLLM:
+        self.default_rerank_model_name = check_alias(model)
+        return self
+
+    async def emb_rerank(
+        self,
+        model: str | None = None,
+        sentence_pairs: Any = None,
+        extract_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
+        """Relevance of (query, passage) pairs by a reranker (``custom/bge_rerank``).
+
+        As the original: one LLMResponse whose output is ``(pair, score)`` for a
+        single pair, else every ``(pair, score)``, best first; here
+        ``metadata["scores"]`` also keeps the scores in the pairs' order. The
+        alias falls back to the default emb model, as the original's docs
+        deployed a reranker under it. ``extract_params`` travel as llm_config.
+        """
+        from byzerllm.client import rerank
+
+        alias = model or self.default_rerank_model_name or self.default_emb_model_name
+        if not alias:
+            raise ConfigurationError(
+                "no rerank model given: pass model=... or call "
+                "llm.setup_default_re_rank_model_name(alias)"
+            )
+        single, pairs = rerank.parse_pairs(sentence_pairs)
+        llm_config = self._model_settings.llm_config(alias, _llm_config(extract_params))
+        groups = rerank.by_query(pairs)
+        # one request per query, all in flight at once: the worker batches them together
+        calls = [
+            asyncio.ensure_future(
+                self._rerank_query(alias, query, [pairs[i][1] for i in at], llm_config)
+            )
+            for query, at in groups.items()
+        ]
+        try:
+            answers = await asyncio.gather(*calls)
+        finally:
+            for call in calls:  # after a failure, the other requests stop too
+                call.cancel()
+        scores = [0.0] * len(pairs)
+        for at, (group_scores, _) in zip(groups.values(), answers, strict=True):
+            for i, score in zip(at, group_scores, strict=True):
+                scores[i] = score
+        metadata = {**answers[0][1], "scores": scores}
+        if len(answers) > 1:
+            metadata["request_ids"] = [meta.get("request_id") for _, meta in answers]
+        output = rerank.ranked(sentence_pairs, single, scores)
+        return [LLMResponse(output=output, input=sentence_pairs, metadata=metadata)]
+
+    async def _rerank_query(
+        self, alias: str, query: str, documents: list[str], llm_config: dict[str, Any]
+    ) -> tuple[list[float], dict[str, Any]]:
+        """The scores of ``documents`` for one ``query``, and the reply's meta."""
+        from byzerllm.client import rerank
+
+        channel = self.channel
+        call = await channel.submit(
+            alias,
+            RequestKind.RERANK,
+            rerank.payload(query, documents, llm_config),
+            self._timeout(llm_config),
+            owner=self,
+        )
+        output: Any = None
+        meta: dict[str, Any] = {}
+        async for item in channel.replies(call):  # to the end, or the call counts as cancelled
+            if item.type is ReplyType.END:
+                output = item.data.get("output")
+                meta = dict(item.data.get("meta", {}))
+        return rerank.scores_of(output, documents, alias), meta

@@ -5,6 +5,11 @@ the text the caller has (it re-sends that text first), or from one that
 starts over. Text the caller already has is never given twice, and an
 attempt that says something else restarts the answer instead of being
 spliced onto it.
+
+Speech (a text-to-speech alias) streams audio, not text: each delta's bytes
+are given as they come, delta mode or not, as the original byzerllm did; an
+attempt that starts over after a worker failure starts the audio again, and
+its first piece says so (``extra_info["restarted"]``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from byzerllm.client.types import SingleOutputMeta
 
-Item = tuple[str, SingleOutputMeta]
+Item = tuple[str | bytes, SingleOutputMeta]
 
 
 def _agree(one: str, other: str) -> bool:
@@ -27,12 +32,18 @@ class StreamedAnswer:
         self.text = self.reasoning = ""  # the current attempt's, as it arrives
         self.shown = self.shown_reasoning = ""  # what the caller has
         self.restarts = 0
+        self.audio_given = False  # the caller has audio (of any attempt)
+        self.audio_in_attempt = False  # ... of the current attempt
 
     def new_attempt(self) -> None:
         self.text = self.reasoning = ""
+        self.audio_in_attempt = False
 
     def add(self, data: dict[str, Any]) -> Item | None:
         """The item to yield for a delta reply, or None when it adds nothing."""
+        audio = data.get("audio")
+        if isinstance(audio, bytes) and audio:
+            return self._add_audio(audio)
         self.text += data.get("text", "")
         self.reasoning += data.get("reasoning", "")
         text, reasoning = self.text, self.reasoning
@@ -49,10 +60,20 @@ class StreamedAnswer:
         self.shown, self.shown_reasoning = text, reasoning
         return out, SingleOutputMeta(reasoning_content=out_reasoning)
 
+    def _add_audio(self, audio: bytes) -> Item:
+        extra: dict[str, Any] = {}
+        if self.audio_given and not self.audio_in_attempt:
+            self.restarts += 1
+            extra = {"restarted": True, "attempt": self.restarts}
+        self.audio_given = self.audio_in_attempt = True
+        return audio, SingleOutputMeta(extra_info=extra)
+
     def end(self, meta: dict[str, Any]) -> Item:
-        """The last item: usage counts, and (non-delta mode) the whole answer shown."""
+        """The last item: usage counts, and (non-delta mode) the whole answer shown;
+        after audio, no bytes (the pieces were the answer)."""
+        shown: str | bytes = "" if self.delta_mode else self.shown
         return (
-            "" if self.delta_mode else self.shown,
+            b"" if self.audio_given else shown,
             SingleOutputMeta(
                 input_tokens_count=int(meta.get("input_tokens_count", 0)),
                 generated_tokens_count=int(meta.get("generated_tokens_count", 0)),

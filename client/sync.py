@@ -12,12 +12,13 @@ from typing import Any
 from byzerllm.client.channel import close_channels
 from byzerllm.client.llm import AsyncByzerLLM, Conversations
 from byzerllm.client.loop_thread import iterate_sync, on_shutdown, run_sync
+from byzerllm.client.setup import ClientSetup, ModelSettings
 from byzerllm.client.types import LLMRequest, LLMResponse, SingleOutputMeta
 
 on_shutdown(close_channels)
 
 
-class ByzerLLM:
+class ByzerLLM(ClientSetup):
     """Synchronous client; ``llm.aio`` is the async one it wraps."""
 
     def __init__(self, redis_url: str | None = None, **kwargs: Any) -> None:
@@ -40,6 +41,11 @@ class ByzerLLM:
         return llm
 
     # -- configuration -----------------------------------------------------------------
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        """The async core's: a setup made here applies to calls made through ``aio``."""
+        return self.aio.model_settings
 
     @property
     def default_model_name(self) -> str | None:
@@ -77,6 +83,7 @@ class ByzerLLM:
         func_params: dict[str, Any] | None = None,
         response_class: Any = None,
         response_after_chat: bool = False,
+        only_return_prompt: bool = False,
     ) -> list[Any]:
         return run_sync(
             self.achat_oai(
@@ -91,6 +98,7 @@ class ByzerLLM:
                 func_params=func_params,
                 response_class=response_class,
                 response_after_chat=response_after_chat,
+                only_return_prompt=only_return_prompt,
             )
         )
 
@@ -113,15 +121,39 @@ class ByzerLLM:
         return prompt(llm=self, **kwargs)
 
     def impl(
-        self, model: str | None = None, llm_config: dict[str, Any] | None = None
+        self,
+        instruction: str | None = None,
+        model: str | None = None,
+        verbose: bool | None = None,
+        skip_cache: bool = False,
+        llm_config: dict[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """``@llm.impl()``: the model writes the body on first call; cached afterwards."""
+        """``@llm.impl()``: the model writes the function's body on first call, from its
+        signature, docstring and ``instruction``; cached afterwards unless ``skip_cache``.
+        ``verbose`` prints the code written."""
         from byzerllm.client.impl import ImplFunction
 
-        return lambda func: ImplFunction(self.aio, func, model, llm_config, sync=True)
+        return lambda func: ImplFunction(
+            self.aio,
+            func,
+            model,
+            llm_config,
+            sync=True,
+            instruction=instruction or "",
+            skip_cache=skip_cache,
+            verbose=bool(verbose),
+        )
 
-    def clear_impl_cache(self) -> ByzerLLM:
-        self.aio.clear_impl_cache()
+    def clear_impl_cache(
+        self,
+        model: str | None = None,
+        full_func_name: str | None = None,
+        instruction: str | None = None,
+    ) -> ByzerLLM:
+        """Forget generated functions: all, or those of a model, function or instruction."""
+        from byzerllm.client.impl import clear_impl_cache
+
+        clear_impl_cache(self.aio.impl_cache, model, full_func_name, instruction)
         return self
 
     def stream_chat_oai(
@@ -147,13 +179,16 @@ class ByzerLLM:
     def emb(
         self,
         model: str | None,
-        texts: list[str] | str | LLMRequest,
+        texts: list[str] | str | LLMRequest | None = None,
         llm_config: dict[str, Any] | None = None,
+        *,
+        request: list[str] | str | LLMRequest | None = None,
+        extract_params: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
-        """One embedding per text; ``texts`` may be the original's ``LLMRequest``."""
-        if isinstance(texts, LLMRequest):
-            texts = texts.instruction
-        return run_sync(self.aio.emb(model, texts, llm_config))
+        """One embedding per text; the original's ``request=LLMRequest(...)`` works too."""
+        return run_sync(
+            self.aio.emb(model, texts, llm_config, request=request, extract_params=extract_params)
+        )
 
     def emb_query(self, text: str, model: str | None = None) -> list[LLMResponse]:
         return run_sync(self.aio.emb_query(text, model))
@@ -164,5 +199,52 @@ class ByzerLLM:
     def is_model_exist(self, model: str) -> bool:
         return run_sync(self.aio.is_model_exist(model))
 
+    # -- in-flight requests and deployments ------------------------------------------
+
+    def abort(self, request_id: str) -> bool:
+        """Stop the in-flight request with that id (``llm_config={"gen.request_id": id}``)."""
+        aio = self.aio
+        return bool(run_sync(_call_on_loop(lambda: aio.abort(request_id))))
+
+    def deploy(
+        self,
+        model_path: str,
+        pretrained_model_type: str,
+        udf_name: str,
+        infer_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncByzerLLM.deploy`."""
+        return run_sync(
+            self.aio.deploy(model_path, pretrained_model_type, udf_name, infer_params, **kwargs)
+        )
+
+    def undeploy(self, udf_name: str, force: bool = False, timeout: float = 120.0) -> bool:
+        return run_sync(self.aio.undeploy(udf_name, force=force, timeout=timeout))
+
     def close(self) -> None:
         run_sync(self.aio.aclose())
+
+    # -- rerank --
+
+    @property
+    def default_rerank_model_name(self) -> str | None:
+        return self.aio.default_rerank_model_name
+
+    def setup_default_re_rank_model_name(self, model: str) -> ByzerLLM:
+        self.aio.setup_default_re_rank_model_name(model)
+        return self
+
+    def emb_rerank(
+        self,
+        model: str | None = None,
+        sentence_pairs: Any = None,
+        extract_params: dict[str, Any] | None = None,
+    ) -> list[LLMResponse]:
+        """See :meth:`AsyncByzerLLM.emb_rerank`."""
+        return run_sync(self.aio.emb_rerank(model, sentence_pairs, extract_params))
+
+
+async def _call_on_loop(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on the client's loop thread, where its channels live."""
+    return fn()

@@ -8,14 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 
-class LLMResponse(BaseModel):
-    """One answer: ``output`` is text (or vectors for embeddings)."""
+@dataclass
+class LLMResponse:
+    """One answer: ``output`` is text (or vectors for embeddings).
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    A dataclass, as in the original: its README turns answers into dicts with
+    ``dataclasses.asdict(response)``."""
 
     output: Any
     input: Any = ""
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

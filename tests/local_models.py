@@ -9,6 +9,11 @@
   real architecture, processor and tokenizer (with Whisper's special and
   timestamp tokens), tiny dimensions and random weights. It transcribes
   gibberish; tests check shapes and behaviour, not words.
+- Nor is a SenseVoice one: :func:`tiny_sensevoice_models` builds a
+  SenseVoiceSmall folder laid out like the hub's (FunASR's own model class,
+  a sentencepiece BPE trained here on a few sentences with SenseVoice's tag
+  tokens, a CMVN file), tiny and random, and beside it an FSMN-VAD folder
+  under the ModelScope name FunASR's ``fsmn-vad`` stands for.
 
 Helpers that need an optional package call ``pytest.skip`` with the reason,
 so a test using them is skipped where the package is missing. Builds are
@@ -241,3 +246,165 @@ def _token_id(tokenizer: object, token: str) -> int:
     value = tokenizer.convert_tokens_to_ids(token)  # type: ignore[attr-defined]
     assert isinstance(value, int), f"{token} is not one token"
     return value
+
+
+# -- SenseVoice (FunASR) ------------------------------------------------------------------
+
+SENSEVOICE = "SenseVoiceSmall"
+# the ModelScope model FunASR's name "fsmn-vad" stands for
+FSMN_VAD = "speech_fsmn_vad_zh-cn-16k-common-pytorch"
+_SENSEVOICE_TAGS = [
+    *(f"<|{code}|>" for code in ("zh", "en", "yue", "ja", "ko", "nospeech")),
+    *(f"<|{e}|>" for e in ("HAPPY", "SAD", "ANGRY", "NEUTRAL", "FEARFUL", "DISGUSTED")),
+    "<|SURPRISED|>",
+    "<|EMO_UNKNOWN|>",
+    *(f"<|{e}|>" for e in ("Speech", "BGM", "Applause", "Laughter", "Cry", "Sneeze", "Cough")),
+    "<|Breath|>",
+    "<|Event_UNK|>",
+    "<|withitn|>",
+    "<|woitn|>",
+]
+
+
+def tiny_sensevoice_models(where: Path | None = None) -> Path:
+    """A folder with ``SenseVoiceSmall/`` (tiny, random) and ``FSMN_VAD/`` beside it.
+
+    The VAD's last layer is set so that it hears speech in every frame: its
+    segments are then the whole audio cut at ``max_single_segment_time``,
+    which lets a test see that setting act. SenseVoice says random tokens.
+    """
+    for module in ("torch", "funasr", "sentencepiece", "yaml"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install 'byzerllm[sensevoice]')")
+    target = (where or cache_dir()) / "tiny-sensevoice-v1"
+    return _build_once(target, _build_tiny_sensevoice)
+
+
+def _build_tiny_sensevoice(out: Path) -> None:
+    import sentencepiece as spm
+    import torch
+    import yaml
+    from funasr.models.fsmn_vad_streaming.model import FsmnVADStreaming
+    from funasr.models.sense_voice.model import SenseVoiceSmall
+
+    asr, vad = out / SENSEVOICE, out / FSMN_VAD
+    asr.mkdir()
+    vad.mkdir()
+    bpe = "chn_jpn_yue_eng_ko_spectok.bpe.model"  # the hub folder's name for it
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_WHISPER_TEXTS),
+        model_prefix=str(asr / bpe.removesuffix(".model")),
+        vocab_size=96,
+        model_type="bpe",
+        user_defined_symbols=_SENSEVOICE_TAGS,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    vocab = spm.SentencePieceProcessor(model_file=str(asr / bpe)).get_piece_size()
+    # SenseVoiceSmall's config.yaml, shrunk: 80 mels stacked 7 at a time (560 inputs)
+    asr_config = {
+        "model": "SenseVoiceSmall",
+        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
+        "encoder": "SenseVoiceEncoderSmall",
+        "encoder_conf": {
+            "output_size": 32,
+            "attention_heads": 2,
+            "linear_units": 64,
+            "num_blocks": 2,
+            "tp_blocks": 1,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": 11,
+            "sanm_shfit": 0,
+            "selfattention_layer_type": "sanm",
+        },
+        "tokenizer": "SentencepiecesTokenizer",
+        "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
+        "frontend": "WavFrontend",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": 7,
+            "lfr_n": 6,
+            "cmvn_file": None,
+        },
+    }
+    # FSMN-VAD's config.yaml, shrunk: 80 mels stacked 5 at a time (400 inputs)
+    vad_config = {
+        "model": "FsmnVADStreaming",
+        "model_conf": {"sample_rate": 16000, "detect_mode": 1, "max_single_segment_time": 60000},
+        "encoder": "FSMN",
+        "encoder_conf": {
+            "input_dim": 400,
+            "input_affine_dim": 16,
+            "fsmn_layers": 1,
+            "linear_dim": 16,
+            "proj_dim": 8,
+            "lorder": 4,
+            "rorder": 0,
+            "lstride": 1,
+            "rstride": 0,
+            "output_affine_dim": 16,
+            "output_dim": 4,
+        },
+        "frontend": "WavFrontendOnline",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "dither": 0.0,
+            "lfr_m": 5,
+            "lfr_n": 1,
+        },
+    }
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        asr_model = SenseVoiceSmall(
+            encoder=asr_config["encoder"],
+            encoder_conf=asr_config["encoder_conf"],
+            input_size=560,
+            vocab_size=vocab,
+            **asr_config["model_conf"],
+        )
+        vad_model = FsmnVADStreaming(
+            encoder=vad_config["encoder"],
+            encoder_conf=vad_config["encoder_conf"],
+            **vad_config["model_conf"],
+        )
+    last = [m for m in vad_model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # output 0 is silence: make it never win
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-10.0, 10.0, 0.0, 0.0]))
+    for folder, config, model, dim in (
+        (asr, asr_config, asr_model, 560),
+        (vad, vad_config, vad_model, 400),
+    ):
+        (folder / "config.yaml").write_text(yaml.safe_dump(config), "utf-8")
+        torch.save(model.state_dict(), folder / "model.pt")
+        _write_cmvn(folder / "am.mvn", dim)
+        metas: dict[str, object] = {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        }
+        if folder == asr:
+            metas["tokenizer_conf"] = {"bpemodel": bpe}
+        meta = {"framework": "pytorch", "model": {"type": "funasr"}, "file_path_metas": metas}
+        (folder / "configuration.json").write_text(json.dumps(meta), "utf-8")
+
+
+def _write_cmvn(path: Path, dim: int) -> None:
+    """A Kaldi nnet CMVN file as FunASR reads it: shift by 0, scale by 0.1."""
+    zeros, scale = " ".join(["0"] * dim), " ".join(["0.1"] * dim)
+    path.write_text(
+        f"<Nnet>\n<Splice> {dim} {dim}\n[ 0 ]\n"
+        f"<AddShift> {dim} {dim}\n<LearnRateCoef> 0 [ {zeros} ]\n"
+        f"<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {scale} ]\n</Nnet>\n",
+        "utf-8",
+    )

@@ -14,7 +14,8 @@ style, in ``reasoning_content``.
 The media endpoints are as deterministic: ``/audio/transcriptions`` (a
 multipart upload) "hears" the uploaded bytes as UTF-8 text and answers
 whisper's verbose JSON with one segment and a word per word;
-``/audio/speech`` answers the bytes ``<format>|<voice>|<input>``; and
+``/audio/speech`` answers the bytes ``<format>|<voice>|<input>`` (in
+``audio_chunks`` pieces, chunked, when set); and
 ``/images/generations`` answers ``b64_json`` of ``<size>|<quality>|<prompt>``.
 
 In a test::
@@ -179,10 +180,13 @@ class Answer:
 
 @dataclass(slots=True)
 class Paced:
-    """A stream to send ``delay`` seconds apart per event, instead of all at once."""
+    """A stream to send ``delay`` seconds apart per event, instead of all at once;
+    with a ``gate``, everything after the first event waits until it is set."""
 
     events: list[bytes]
     delay: float
+    head: bytes = _SSE_HEAD
+    gate: threading.Event | None = None
 
 
 def answer_for(request: dict[str, Any], reasoner: bool) -> Answer:
@@ -256,8 +260,11 @@ class OpenAIStub:
     answers the next requests with those statuses; ``fail_always`` answers
     every request with one. ``models``: the known model names (others get
     404 ``model_not_found``). ``chunks``: how a reply is split when streamed;
-    ``chunk_delay``: seconds between stream events. ``last_request`` is the
-    last JSON body received, ``request_count`` counts HTTP requests.
+    ``chunk_delay``: seconds between stream events. ``audio_chunks``: pieces
+    of ``/audio/speech`` audio (0: sent whole); ``audio_gate``: a
+    threading.Event that holds all but the first piece until it is set.
+    ``last_request`` is the last JSON body received, ``request_count`` counts
+    HTTP requests.
     """
 
     def __init__(
@@ -278,6 +285,8 @@ class OpenAIStub:
         self.chunk_delay = chunk_delay
         self.embedding_dim = embedding_dim
         self.models = set(models)
+        self.audio_chunks = 0
+        self.audio_gate: threading.Event | None = None
         self.fail_always: int | None = None
         self.retry_after_ms: int | None = 1  # sent with 429/5xx so SDK retries are quick
         self.echo_key_in_errors = False  # some vendors quote the bad key back in full
@@ -455,7 +464,7 @@ class OpenAIStub:
         if path == "/audio/transcriptions":
             return _transcription(payload)
         if path == "/audio/speech":
-            return _speech(payload)
+            return _speech(payload, self.audio_chunks, self.chunk_delay, self.audio_gate)
         if path == "/images/generations":
             return _image(payload)
         return self._chat(payload)
@@ -678,13 +687,20 @@ def _transcription(payload: dict[str, Any]) -> bytes:
 _AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/opus"}
 
 
-def _speech(payload: dict[str, Any]) -> bytes:
+def _speech(
+    payload: dict[str, Any], pieces: int, delay: float, gate: threading.Event | None
+) -> bytes | Paced:
     text, voice = payload.get("input"), payload.get("voice")
     if not isinstance(text, str) or not text or not voice:
         return _bad_request("'input' and 'voice' are required.", "input")
     fmt = str(payload.get("response_format") or "mp3")
     audio = f"{fmt}|{voice}|{text}".encode()
     kind = _AUDIO_TYPES.get(fmt, "application/octet-stream")
+    if pieces > 1:  # chunked, as a vendor streams speech while it synthesizes
+        cuts = sorted({len(audio) * i // pieces for i in range(pieces)} | {len(audio)})
+        parts = [audio[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ntransfer-encoding: chunked\r\n\r\n"
+        return Paced(parts, delay, head % kind.encode(), gate)
     return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
         kind.encode(),
         len(audio),
@@ -802,12 +818,14 @@ class _Connection(asyncio.Protocol):
 
     async def _write_paced(self, reply: Paced) -> None:
         for i, event in enumerate(reply.events):
+            if i == 1 and reply.gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, reply.gate.wait, 60)
             if i:
                 await asyncio.sleep(reply.delay)
             transport = self.transport
             if transport is None:  # the client hung up mid-stream
                 return
-            transport.write((b"" if i else _SSE_HEAD) + b"%x\r\n%s\r\n" % (len(event), event))
+            transport.write((b"" if i else reply.head) + b"%x\r\n%s\r\n" % (len(event), event))
         if self.transport is not None:
             self.transport.write(_CHUNKED_END)
 

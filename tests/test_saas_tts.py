@@ -3,11 +3,14 @@
 The guide asks TTS deployments through ``chat_oai`` with a JSON request and
 decodes ``output`` as base64 audio; the stubs "synthesize" text naming what
 they were sent, so decoding the audio shows the request arrived intact.
+``stream_chat_oai`` gives the audio as bytes, piece by piece as the vendor
+sends it (the stubs hold back all but the first piece until the client has it).
 """
 
 from __future__ import annotations
 
 import shlex
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +20,8 @@ from byzerllm import BackendError, ConfigurationError
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.workers.runtime import Worker
+from tests.openai_stub import OpenAIStub
+from tests.stubs.server import first_then_rest
 from tests.stubs.tts_stubs import AzureSpeechStub, VolcengineStub, decode, dumps
 
 TOKEN, APP_ID, AZURE_KEY = "volc-token-0123456789", "6503259792", "azure-speech-key-abcdef"
@@ -171,3 +176,116 @@ def test_azure_region_picks_the_endpoint(settings):
     assert (
         Worker(spec, settings).backend.options.base_url == "https://eastus.tts.speech.microsoft.com"
     )
+
+
+# -- streaming: audio pieces as they arrive ----------------------------------------------
+
+OPENAI_KEY = "sk-openai-tts-0123456789"
+OPENAI_GUIDE = "saas.api_key=${MODEL_OPENAI_TOKEN} saas.model=tts-1"
+SPEAK = {"input": "hello, open_tts, in pieces", "voice": "alloy", "response_format": "mp3"}
+SPOKEN = b"mp3|alloy|hello, open_tts, in pieces"
+
+
+@pytest.fixture
+def openai_stub() -> Iterator[OpenAIStub]:
+    with OpenAIStub(api_key=OPENAI_KEY) as server:
+        yield server
+
+
+async def deploy_openai_tts(start_worker, stub: OpenAIStub) -> None:
+    params = guide(OPENAI_GUIDE, **{"saas.api_key": OPENAI_KEY, "saas.base_url": stub.base_url})
+    await start_worker("openai_tts", model_type="saas/openai", **params)
+
+
+def assert_streamed(first: object, rest: list[object], audio: bytes) -> None:
+    """The first piece came alone (the vendor held the rest until the client had
+    it), the others followed, and joined they are the whole audio."""
+    pieces = [first, *rest]
+    assert all(isinstance(p, bytes) for p in pieces), [type(p) for p in pieces]
+    assert isinstance(first, bytes) and first and audio.startswith(first) and first != audio
+    assert len([p for p in pieces if p]) >= 2
+    assert b"".join(pieces) == audio  # type: ignore[arg-type]
+    assert rest[-1] == b""  # the last item carries the end metadata, not audio
+
+
+@pytest.mark.parametrize("delta_mode", [True, False], ids=["delta", "whole"])
+async def test_openai_tts_stream_yields_audio_pieces_as_they_arrive(
+    start_worker, llm, openai_stub, delta_mode
+):
+    await deploy_openai_tts(start_worker, openai_stub)
+    openai_stub.audio_chunks = 4
+    gate = openai_stub.audio_gate = threading.Event()
+    stream = llm.stream_chat_oai(
+        [{"role": "user", "content": dumps(SPEAK)}], model="openai_tts", delta_mode=delta_mode
+    )
+    first, rest = await first_then_rest(stream, gate)
+    assert_streamed(first, rest, SPOKEN)
+    assert openai_stub.last_request == {**SPEAK, "model": "tts-1"}
+
+
+async def test_openai_tts_unstreamed_still_answers_the_whole_audio_as_base64(
+    start_worker, llm, openai_stub
+):
+    await deploy_openai_tts(start_worker, openai_stub)
+    openai_stub.audio_chunks = 4
+    [response] = await llm.chat_oai([{"role": "user", "content": dumps(SPEAK)}], model="openai_tts")
+    assert decode(response.output) == SPOKEN.decode()
+
+
+async def test_openai_tts_stream_error_keeps_the_vendor_message(start_worker, llm, openai_stub):
+    await deploy_openai_tts(start_worker, openai_stub)
+    with pytest.raises(ConfigurationError, match='needs "input"'):
+        async for _ in llm.stream_chat_oai(dumps({"voice": "alloy"}), model="openai_tts"):
+            pass
+    openai_stub.api_key = "sk-someone-else"
+    with pytest.raises(BackendError, match="authentication") as caught:
+        async for _ in llm.stream_chat_oai("hi", model="openai_tts"):
+            pass
+    assert OPENAI_KEY not in str(caught.value)
+
+
+async def test_azure_tts_stream_yields_audio_pieces_as_they_arrive(start_worker, llm, azure):
+    await deploy_azure(start_worker, azure)
+    azure.pieces = 3
+    gate = azure.gate = threading.Event()
+    stream = llm.stream_chat_oai("流式合成的语音", model="azure_tts", delta_mode=True)
+    first, rest = await first_then_rest(stream, gate)
+    assert_streamed(
+        first, rest, "audio-24khz-48kbitrate-mono-mp3|zh-CN-XiaoxiaoNeural|流式合成的语音".encode()
+    )
+    [whole] = await llm.chat_oai("流式合成的语音", model="azure_tts")
+    assert decode(whole.output) == b"".join([first, *rest]).decode()
+
+
+async def test_azure_tts_stream_error_is_raised_not_streamed(start_worker, llm, azure):
+    await deploy_azure(start_worker, azure, **{"saas.max_retries": 0})
+    azure.fail_always = 503
+    with pytest.raises(BackendError, match="HTTP 503"):
+        async for _ in llm.stream_chat_oai("hi", model="azure_tts"):
+            pass
+
+
+async def test_volcengine_stream_gives_its_whole_answer_as_one_piece(start_worker, llm, volc):
+    await deploy_volc(start_worker, volc)
+    items = [item async for item in llm.stream_chat_oai("one piece", model="volcano_tts")]
+    assert [text for text, _ in items] == [b"mp3|BV705_streaming|one piece", b""]
+    assert items[-1][1].finish_reason == "stop"
+
+
+async def test_simple_byzerllm_streams_tts_pieces_in_process(openai_stub):
+    from byzerllm.simple import AsyncSimpleByzerLLM
+
+    openai_stub.audio_chunks = 3
+    gate = openai_stub.audio_gate = threading.Event()
+    local = AsyncSimpleByzerLLM(default_model_name="openai_tts")
+    params = guide(
+        OPENAI_GUIDE, **{"saas.api_key": OPENAI_KEY, "saas.base_url": openai_stub.base_url}
+    )
+    try:
+        await local.deploy("", "saas/openai", "openai_tts", params)
+        first, rest = await first_then_rest(local.stream_chat_oai(dumps(SPEAK)), gate)
+        assert_streamed(first, rest, SPOKEN)
+        [whole] = await local.chat_oai(dumps(SPEAK))
+        assert decode(whole.output) == SPOKEN.decode()
+    finally:
+        await local.aclose()

@@ -3,11 +3,12 @@
 A backend owns one loaded model (or one SaaS client) inside one worker
 process. The worker runtime handles everything else: Redis, slots,
 deadlines, cancellation, retries. A backend author writes ``chat`` (an async
-generator of :class:`Chunk`) and, where the model can, ``embed``.
+generator of :class:`Chunk`) and, where the model can, ``embed`` or ``rerank``.
 """
 
 from __future__ import annotations
 
+import base64
 import difflib
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,9 @@ class Chunk:
     finish_reason: str | None = None
     # a native tool choice: [{"id", "name", "arguments"}], arguments parsed where they are JSON
     tool_calls: list[dict[str, Any]] | None = None
+    # speech (text-to-speech) as the vendor sends it: streamed as audio deltas, or,
+    # unstreamed, the whole audio as base64 text (what the guide decodes)
+    audio: bytes = b""
 
 
 class BackendOptions(BaseModel):
@@ -198,6 +202,17 @@ class Backend:
     async def embed(self, texts: list[str], llm_config: dict[str, Any]) -> list[list[float]]:
         raise BackendError(f"{self.name} does not support embeddings")
 
+    async def rerank(
+        self, query: str, documents: list[str], llm_config: dict[str, Any]
+    ) -> list[float]:
+        """How relevant each document is to ``query``: one score per document, in
+        their order, higher is more relevant (a cross-encoder's logit, or its
+        sigmoid where the deployment normalises)."""
+        raise BackendError(
+            f"{self.name} ({self.spec.alias}) does not support rerank; deploy a cross-encoder "
+            "such as bge-reranker with --pretrained_model_type custom/bge_rerank"
+        )
+
     def meta(self) -> dict[str, Any]:
         return {
             "model_deploy_type": "saas" if self.name.startswith("saas/") else "proprietary",
@@ -206,6 +221,7 @@ class Backend:
             "support_chat_template": True,
             "message_format": True,
             "embedding_mode": "embed" in self.capabilities,
+            "rerank_mode": "rerank" in self.capabilities,
             "support_assistant_prefix": self.continues_answers,
             "model_name": self.spec.alias,
         }
@@ -249,9 +265,10 @@ class ChatTally:
     output_tokens: int = 0
     finish_reason: str = "stop"
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    audio: list[bytes] = field(default_factory=list)
 
     def add(self, chunk: Chunk) -> bool:
-        """Count the chunk; True when it carries text to pass on."""
+        """Count the chunk; True when it carries text (or audio) to pass on."""
         if chunk.tool_calls:
             self.tool_calls.extend(chunk.tool_calls)
         if chunk.input_tokens is not None:
@@ -260,11 +277,13 @@ class ChatTally:
             self.output_tokens = chunk.output_tokens
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
-        if not (chunk.text or chunk.reasoning):
+        if not (chunk.text or chunk.reasoning or chunk.audio):
             return False
         self.first_token = self.first_token or time.perf_counter() - self.start
         self.texts.append(chunk.text)
         self.reasonings.append(chunk.reasoning)
+        if chunk.audio:
+            self.audio.append(chunk.audio)
         return True
 
     def end_data(self, request_id: str, stream: bool, **extra: Any) -> dict[str, Any]:
@@ -284,6 +303,8 @@ class ChatTally:
         data: dict[str, Any] = {"meta": meta}
         if not stream:
             data["output"] = "".join(self.texts)
+            if self.audio:  # a chat answer is text: the speech as base64, as the original
+                data["output"] += base64.b64encode(b"".join(self.audio)).decode("ascii")
         if self.tool_calls:  # structured, beside the text: the client reads them as they are
             data["tool_calls"] = [
                 {

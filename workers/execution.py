@@ -1,6 +1,6 @@
 """Running one request on a backend: what a worker and ``SimpleByzerLLM`` share.
 
-Given a request, :class:`Execution` runs it by kind (chat, embeddings, meta)
+Given a request, :class:`Execution` runs it by kind (chat, embeddings, rerank, meta)
 within its deadline, passes streamed text to a callback as it comes, and
 returns the final reply: ``END`` with the answer and its metadata, or
 ``ERROR`` with the error as wire data. Where the final reply goes (a Redis
@@ -17,12 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 from byzerllm.broker.errors import BackendError, ByzerLLMError, RequestTimeoutError
-from byzerllm.broker.messages import ChatPayload, EmbedPayload, ReplyType, Request, RequestKind
+from byzerllm.broker.messages import (
+    ChatPayload,
+    EmbedPayload,
+    ReplyType,
+    Request,
+    RequestKind,
+    RerankPayload,
+)
 from byzerllm.workers.backend import Backend, ChatTally, content_text, wants_prefix
 
 log = logging.getLogger(__name__)
 
-OnDelta = Callable[[str, str], None]  # (text, reasoning) of a streamed piece
+OnDelta = Callable[[str, str, bytes], None]  # (text, reasoning, audio) of a streamed piece
 Final = tuple[ReplyType, dict[str, Any]]
 
 
@@ -64,6 +71,8 @@ class Execution:
             return await self._chat(request, on_delta)
         if request.kind is RequestKind.EMBED:
             return await self._embed(request)
+        if request.kind is RequestKind.RERANK:
+            return await self._rerank(request)
         return {"output": self.backend.meta()}
 
     async def _chat(self, request: Request, on_delta: OnDelta | None) -> dict[str, Any]:
@@ -76,12 +85,12 @@ class Execution:
                 payload = continuing(payload)
                 notes["continued_from"] = len(payload.continue_from)
                 if payload.stream and on_delta is not None:
-                    on_delta(payload.continue_from, "")
+                    on_delta(payload.continue_from, "", b"")
             else:
                 notes["restarted"] = True
         async for chunk in self.backend.run_chat(payload):
             if tally.add(chunk) and payload.stream and on_delta is not None:
-                on_delta(chunk.text, chunk.reasoning)
+                on_delta(chunk.text, chunk.reasoning, chunk.audio)
         return tally.end_data(request.id, payload.stream, **self._extra, **notes)
 
     async def _embed(self, request: Request) -> dict[str, Any]:
@@ -94,6 +103,27 @@ class Execution:
                 "request_id": request.id,
                 "time_cost": time.perf_counter() - start,
                 "input_tokens_count": sum(len(t.split()) for t in payload.texts),
+                "generated_tokens_count": 0,
+                **self._extra,
+            },
+        }
+
+    async def _rerank(self, request: Request) -> dict[str, Any]:
+        payload = RerankPayload.model_validate(request.payload)
+        start = time.perf_counter()
+        scores = await self.backend.rerank(payload.query, payload.documents, payload.llm_config)
+        if len(scores) != len(payload.documents):  # the client pairs scores with documents
+            raise BackendError(
+                f"{self.backend.name} returned {len(scores)} scores for "
+                f"{len(payload.documents)} documents"
+            )
+        words = len(payload.query.split())
+        return {
+            "output": [float(score) for score in scores],
+            "meta": {
+                "request_id": request.id,
+                "time_cost": time.perf_counter() - start,
+                "input_tokens_count": sum(words + len(d.split()) for d in payload.documents),
                 "generated_tokens_count": 0,
                 **self._extra,
             },

@@ -14,8 +14,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from byzerllm.broker.errors import ModelNotFoundError, error_from_wire
-from byzerllm.broker.messages import FINAL_TYPES, Reply, ReplyType, Request, RequestKind
+from byzerllm.broker.errors import ModelNotFoundError, RequestCancelledError, error_from_wire
+from byzerllm.broker.messages import (
+    FINAL_TYPES,
+    Reply,
+    ReplyType,
+    Request,
+    RequestKind,
+    delta_data,
+)
 from byzerllm.workers.backend import Backend
 from byzerllm.workers.execution import Execution
 
@@ -35,6 +42,7 @@ class InProcessChannel:
     def __init__(self, backends: dict[str, Backend]) -> None:
         self.backends = backends
         self._seq = itertools.count()
+        self._running: dict[str, asyncio.Queue[Reply]] = {}  # request id -> its replies
 
     async def submit(
         self,
@@ -43,6 +51,7 @@ class InProcessChannel:
         payload: dict[str, Any],
         timeout: float | None,
         owner: object | None = None,
+        request_id: str | None = None,
     ) -> LocalCall:
         if alias not in self.backends:
             raise ModelNotFoundError(
@@ -51,7 +60,16 @@ class InProcessChannel:
                 f"llm.deploy(model_path=..., pretrained_model_type=..., udf_name={alias!r}, "
                 "infer_params={...}) first",
             )
-        return LocalCall(Request.new(alias, kind, payload, "", timeout))
+        return LocalCall(Request.new(alias, kind, payload, "", timeout, request_id))
+
+    def abort(self, rid: str) -> bool:
+        """End the running call ``rid`` with RequestCancelledError (its generation stops)."""
+        queue = self._running.get(rid)
+        if queue is None:
+            return False
+        err = RequestCancelledError(f"request {rid} was aborted")
+        queue.put_nowait(Reply(rid=rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire()))
+        return True
 
     def _reply(self, call: LocalCall, type_: ReplyType, data: dict[str, Any]) -> Reply:
         return Reply(rid=call.rid, seq=next(self._seq), type=type_, data=data)
@@ -64,16 +82,15 @@ class InProcessChannel:
         execution = Execution(self.backends[call.request.alias])
         queue: asyncio.Queue[Reply] = asyncio.Queue()
 
-        def on_delta(text: str, reasoning: str) -> None:
-            queue.put_nowait(
-                self._reply(call, ReplyType.DELTA, {"text": text, "reasoning": reasoning})
-            )
+        def on_delta(text: str, reasoning: str, audio: bytes) -> None:
+            queue.put_nowait(self._reply(call, ReplyType.DELTA, delta_data(text, reasoning, audio)))
 
         async def run() -> None:
             type_, data = await execution.run(call.request, on_delta)
             queue.put_nowait(self._reply(call, type_, data))
 
         task = asyncio.create_task(run())
+        self._running[call.rid] = queue
         try:
             while True:
                 item = await queue.get()
@@ -83,6 +100,7 @@ class InProcessChannel:
                 if item.type in FINAL_TYPES:
                     return
         finally:
+            self._running.pop(call.rid, None)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 

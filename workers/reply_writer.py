@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.connection import raise_if_cancelling
 from byzerllm.broker.keys import AliasKeys
-from byzerllm.broker.messages import ReplyType, reply
+from byzerllm.broker.messages import ReplyType, delta_data, reply
 from byzerllm.broker.replies import write_batch
 from byzerllm.broker.requests import dead_letter_entry
 
@@ -73,18 +73,22 @@ class ReplyWriter:
         self._idle.clear()
         self._wakeup.set()
 
-    def delta(self, rid: str, reply_to: str, attempt: int, text: str, reasoning: str) -> None:
+    def delta(
+        self, rid: str, reply_to: str, attempt: int, text: str, reasoning: str, audio: bytes = b""
+    ) -> None:
         open_delta = self._open_delta.get(rid)
         if open_delta is not None:
             data = open_delta["data"]
             data["text"] += text
             data["reasoning"] += reasoning
+            if audio:
+                data["audio"] = data.get("audio", b"") + audio
             return
         item = reply(
             rid,
             self._next_seq(rid),
             ReplyType.DELTA,
-            {"text": text, "reasoning": reasoning},
+            delta_data(text, reasoning, audio),
             attempt,
         )
         self._open_delta[rid] = item

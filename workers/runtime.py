@@ -356,8 +356,8 @@ class Worker:
         rid, to, attempt = request.id, request.reply_to, request.attempt
         writer = self._writer
 
-        def on_delta(text: str, reasoning: str) -> None:
-            writer.delta(rid, to, attempt, text, reasoning)
+        def on_delta(text: str, reasoning: str, audio: bytes) -> None:
+            writer.delta(rid, to, attempt, text, reasoning, audio)
 
         try:
             type_, data = await self.execution.run(request, on_delta)

@@ -5,15 +5,18 @@ vendor by decoding the audio: Volcengine answers ``<encoding>|<voice_type>|<text
 base64 in ``data`` with ``code: 3000``; Azure answers
 ``<output format>|<voice>|<text>`` after parsing the SSML body. Forced
 failures send ``retry-after-ms: 1`` the way a vendor's Retry-After would.
+Azure sends its audio chunked in ``pieces`` parts when that is set, holding
+all but the first until ``gate`` (a threading.Event) is set, if there is one.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import xml.etree.ElementTree as ET
 
-from tests.stubs.server import Received, Reply, StubServer, json_reply
+from tests.stubs.server import Received, Reply, StubServer, gated, json_reply
 
 _SSML = "{http://www.w3.org/2001/10/synthesis}"
 
@@ -62,6 +65,8 @@ class AzureSpeechStub(StubServer):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
+        self.pieces = 0
+        self.gate: threading.Event | None = None
 
     def forced_reply(self, status: int) -> Reply:
         return Reply(status, b"", {"retry-after-ms": "1"})
@@ -92,6 +97,11 @@ class AzureSpeechStub(StubServer):
             return Reply(400, b"")
         text = "".join(voice.itertext())
         audio = f"{output}|{voice.get('name')}|{text}".encode()
+        if self.pieces > 1:
+            size = -(-len(audio) // self.pieces)
+            parts = [audio[i : i + size] for i in range(0, len(audio), size)]
+            body = gated(parts, self.gate, 1) if self.gate is not None else parts
+            return Reply(200, body, {"content-type": "audio/mpeg"})
         return Reply(200, audio, {"content-type": "audio/mpeg"})
 
 

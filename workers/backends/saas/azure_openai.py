@@ -21,7 +21,8 @@ from pydantic import Field, field_validator
 
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.settings import mask_url
-from byzerllm.workers.backends.saas.openai import OpenAIBackend, OpenAIOptions, _http_client, _key
+from byzerllm.workers.backends.saas.connection import http_client
+from byzerllm.workers.backends.saas.openai import OpenAIBackend, OpenAIOptions, _key
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -78,7 +79,7 @@ class AzureOpenAIBackend(OpenAIBackend):
             azure_deployment=opts.azure_deployment,
             timeout=opts.timeout,
             max_retries=opts.max_retries,
-            http_client=_http_client(sdk, self.spec.worker_concurrency),
+            http_client=http_client(sdk, opts, self.spec.worker_concurrency),
         )
         return client
 

@@ -3,7 +3,8 @@
 ``POST https://<region>.tts.speech.microsoft.com/cognitiveservices/v1`` with
 the key in ``Ocp-Apim-Subscription-Key``, an SSML body naming the voice, and
 ``X-Microsoft-OutputFormat`` choosing the codec; the answer is the audio
-bytes. The REST API avoids the Speech SDK, a native library with no async
+bytes, chunked as the service synthesizes them, and passed on as they come.
+The REST API avoids the Speech SDK, a native library with no async
 API. Settings as in the guide: ``saas.api_key``, ``saas.service_region``;
 optionally ``saas.voice`` (default ``zh-CN-XiaoxiaoNeural``) and
 ``saas.base_url`` to point elsewhere. Plain httpx, retried by
@@ -12,6 +13,7 @@ optionally ``saas.voice`` (default ``zh-CN-XiaoxiaoNeural``) and
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from xml.sax.saxutils import escape, quoteattr
 
@@ -66,7 +68,7 @@ class AzureTTSBackend(TTSBackend):
     def where(self) -> str:
         return mask_url(self.options.base_url)
 
-    async def synthesize(self, speech: SpeechRequest) -> bytes:
+    async def synthesize(self, speech: SpeechRequest) -> AsyncIterator[bytes]:
         output = OUTPUT_FORMATS.get(speech.format)
         if output is None:
             raise ConfigurationError(
@@ -82,17 +84,22 @@ class AzureTTSBackend(TTSBackend):
                 "X-Microsoft-OutputFormat": output,
                 "User-Agent": "byzerllm",
             },
+            stream=True,
         )
-        if response.status_code != 200:
-            raise status_error(
-                response.status_code,
-                _message(response),
-                self.where(),
-                secrets=(self.options.key(),),
-                max_retries=self.options.max_retries,
-            )
-        content: bytes = response.content
-        return content
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise status_error(
+                    response.status_code,
+                    _message(response),
+                    self.where(),
+                    secrets=(self.options.key(),),
+                    max_retries=self.options.max_retries,
+                )
+            async for piece in response.aiter_bytes():
+                yield piece
+        finally:
+            await response.aclose()
 
 
 def ssml(text: str, voice: str, extra: dict[str, Any]) -> str:

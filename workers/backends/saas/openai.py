@@ -32,6 +32,13 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.workers.backend import Chunk, content_text, wants_prefix
 from byzerllm.workers.backends.saas import openai_media
 from byzerllm.workers.backends.saas.base import SaasBackend, SaasOptions
+from byzerllm.workers.backends.saas.connection import (
+    check_connection,
+    http_client,
+    parse_local_address,
+    parse_proxies,
+    parse_verify,
+)
 from byzerllm.workers.backends.saas.vendor_errors import SdkErrors
 from byzerllm.workers.llm_config import first as _first
 from byzerllm.workers.llm_config import number as _number
@@ -61,6 +68,21 @@ class OpenAIOptions(SaasOptions):
     prefix_style: Literal["auto", "deepseek", "siliconflow", "none"] = Field(
         default="auto", alias="saas.prefix_style"
     )
+    # Reasoning models (OpenAI's o1/o3, DeepSeek R1, ...) refuse or ignore
+    # temperature and top_p, and OpenAI's take the output limit only as
+    # max_completion_tokens: saas.is_reasoning leaves the sampling settings out
+    # and, with max_tokens_field "auto", names the limit that way. Vendors that
+    # read max_tokens for their reasoners too (DeepSeek) set the field.
+    # ("is_reasoning" without the prefix is the original SimpleByzerLLM's spelling.)
+    is_reasoning: bool = Field(default=False, alias="saas.is_reasoning")
+    max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = Field(
+        default="auto", alias="saas.max_tokens_field"
+    )
+    # How connections reach the vendor (see connection.py): a proxy, TLS
+    # checks (false, or a CA bundle), the local address to connect from.
+    proxies: dict[str, str | None] | None = Field(default=None, alias="saas.proxies")
+    https_verify: bool | str = Field(default=True, alias="saas.https_verify")
+    local_address: str | None = Field(default=None, alias="saas.local_address")
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -70,6 +92,21 @@ class OpenAIOptions(SaasOptions):
         if isinstance(value, str):
             return value.strip().rstrip("/")
         return value
+
+    @field_validator("proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        return parse_proxies(value)
+
+    @field_validator("https_verify", mode="before")
+    @classmethod
+    def _https_verify(cls, value: Any) -> Any:
+        return parse_verify(value)
+
+    @field_validator("local_address", mode="before")
+    @classmethod
+    def _local_address(cls, value: Any) -> Any:
+        return parse_local_address(value)
 
 
 class OpenAIBackend(SaasBackend):
@@ -86,7 +123,9 @@ class OpenAIBackend(SaasBackend):
     def parse_options(cls, spec: DeploySpec) -> OpenAIOptions:
         """Fail at deploy time, with the fix spelled out, rather than on the first request."""
         options: OpenAIOptions = super().parse_options(spec)
-        cls.check_options(options, f"{spec.pretrained_model_type} ({spec.alias})")
+        where = f"{spec.pretrained_model_type} ({spec.alias})"
+        cls.check_options(options, where)
+        check_connection(options, where)
         return options
 
     @classmethod
@@ -120,6 +159,14 @@ class OpenAIBackend(SaasBackend):
         return next((name for name in _PREFIX_HOSTS if name in host), "auto")
 
     @property
+    def max_tokens_field(self) -> str:
+        """The name the output limit goes under: the option, else by is_reasoning."""
+        field = self.options.max_tokens_field
+        if field != "auto":
+            return field
+        return "max_completion_tokens" if self.options.is_reasoning else "max_tokens"
+
+    @property
     def continues_answers(self) -> bool:
         """Only for vendors known (or said) to continue a marked prefix: an unknown
         server may ignore the mark and answer afresh, so a retry restarts there."""
@@ -137,7 +184,7 @@ class OpenAIBackend(SaasBackend):
             base_url=opts.base_url,
             timeout=opts.timeout,
             max_retries=opts.max_retries,
-            http_client=_http_client(sdk, self.spec.worker_concurrency),
+            http_client=http_client(sdk, opts, self.spec.worker_concurrency),
         )
         return client
 
@@ -169,7 +216,11 @@ class OpenAIBackend(SaasBackend):
     async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
         content = request.conversations[-1].get("content") if request.conversations else ""
         media = openai_media.media_kind(self.options.model, content)
-        if media is not None:  # whisper, tts, dall-e: one whole answer, streamed or not
+        if media is not None and media[0] == "speech":  # tts: the audio as it arrives
+            async for chunk in self._speech(media[1]):
+                yield chunk
+            return
+        if media is not None:  # whisper, dall-e: one whole answer, streamed or not
             yield await self._media(*media)
             return
         if not request.stream:  # one JSON answer parses far cheaper than an SSE stream
@@ -206,15 +257,20 @@ class OpenAIBackend(SaasBackend):
         return piece
 
     async def _media(self, kind: openai_media.MediaKind, media: dict[str, Any]) -> Chunk:
-        run = {
-            "transcribe": openai_media.transcribe,
-            "speech": openai_media.speak,
-            "image": openai_media.draw,
-        }[kind]
+        run = {"transcribe": openai_media.transcribe, "image": openai_media.draw}[kind]
         try:
             return await run(self._ready(), self.options.model, media)
         except Exception as exc:
             self._reraise(exc)
+
+    async def _speech(self, media: dict[str, Any]) -> AsyncIterator[Chunk]:
+        try:
+            async for piece in openai_media.speak(self._ready(), self.options.model, media):
+                if piece:
+                    yield Chunk(audio=piece)
+        except Exception as exc:
+            self._reraise(exc)
+        yield Chunk(finish_reason="stop")
 
     async def _post(self, request: ChatPayload, stream: bool = False) -> Any:
         client = self._ready()
@@ -242,11 +298,9 @@ class OpenAIBackend(SaasBackend):
             params["stream_options"] = {"include_usage": True}
         max_tokens = _first(config, "max_length", "max_tokens", default=opts.max_output_tokens)
         if max_tokens is not None and _number("max_length", max_tokens, int) > 0:
-            params["max_tokens"] = _number("max_length", max_tokens, int)
-        for name, default in (("temperature", opts.temperature), ("top_p", opts.top_p)):
-            value = _first(config, name, default=default)
-            if value is not None:
-                params[name] = _number(name, value, float)
+            params[self.max_tokens_field] = _number("max_length", max_tokens, int)
+        if not opts.is_reasoning:  # reasoning models refuse them (OpenAI: HTTP 400)
+            params.update(_sampling(opts, config))
         stop = _stop_list(config.get("gen.stop"))
         if stop:
             params["stop"] = stop
@@ -327,13 +381,14 @@ def _import_sdk() -> ModuleType:
     return openai
 
 
-def _http_client(sdk: Any, concurrency: int) -> Any:
-    """Keep a pooled connection per slot, so a busy worker does not reconnect per request."""
-    limits = type(sdk.DEFAULT_CONNECTION_LIMITS)(
-        max_connections=max(1000, concurrency),
-        max_keepalive_connections=max(100, concurrency),
-    )
-    return sdk.DefaultAsyncHttpxClient(limits=limits)
+def _sampling(options: OpenAIOptions, config: dict[str, Any]) -> dict[str, float]:
+    """temperature and top_p: the request's, else the deployment's, where set."""
+    chosen: dict[str, float] = {}
+    for name, default in (("temperature", options.temperature), ("top_p", options.top_p)):
+        value = _first(config, name, default=default)
+        if value is not None:
+            chosen[name] = _number(name, value, float)
+    return chosen
 
 
 def _key(options: OpenAIOptions) -> str:

@@ -5,13 +5,15 @@ The original byzerllm had no separate API for these: a deployment of
 JSON object in the last user message, and the answer is text. Binary output
 (speech, images) is base64 text because a chat answer is a string; the
 transcription is the vendor's verbose JSON, serialized, with its segment and
-word timings, because that is what the guide shows callers parsing.
+word timings, because that is what the guide shows callers parsing. Speech
+comes from the vendor's streamed response, piece by piece, so a streamed call
+passes each piece on as it arrives.
 """
 
 from __future__ import annotations
 
-import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from byzerllm.broker.errors import ConfigurationError
@@ -81,7 +83,8 @@ async def transcribe(client: Any, model: str, request: dict[str, Any]) -> Chunk:
     return Chunk(text=json.dumps(result.to_dict(), ensure_ascii=False), finish_reason="stop")
 
 
-async def speak(client: Any, model: str, request: dict[str, Any]) -> Chunk:
+async def speak(client: Any, model: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The audio as the vendor streams it (``with_streaming_response``)."""
     text = request.get("input")
     if not isinstance(text, str) or not text:
         raise ConfigurationError(
@@ -96,8 +99,9 @@ async def speak(client: Any, model: str, request: dict[str, Any]) -> Chunk:
     }
     if request.get("speed") is not None:
         params["speed"] = float(request["speed"])
-    response = await client.audio.speech.create(**params)
-    return Chunk(text=base64.b64encode(response.content).decode("ascii"), finish_reason="stop")
+    async with client.with_streaming_response.audio.speech.create(**params) as response:
+        async for piece in response.iter_bytes():
+            yield piece
 
 
 async def draw(client: Any, model: str, request: dict[str, Any]) -> Chunk:

@@ -3,12 +3,13 @@
 A TTS deployment is asked through ``chat`` like the original byzerllm did:
 the last user message is ``{"input", "voice", "response_format"}`` as JSON
 (or just the text to speak), and the answer is the audio as base64 text,
-which the guide decodes with ``base64.b64decode(t[0].output)``.
+which the guide decodes with ``base64.b64decode(t[0].output)``. Streamed
+(``stream_chat_oai``), the audio comes as it arrives from the vendor: each
+piece goes to the client as bytes (an audio delta), not as base64 text.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any, ClassVar, NoReturn
@@ -46,7 +47,8 @@ class SpeechRequest:
 
 
 class TTSBackend(Backend):
-    """Subclasses set ``DEFAULT_VOICE`` and implement ``synthesize`` and ``where``."""
+    """Subclasses set ``DEFAULT_VOICE`` and implement ``synthesize`` (an async
+    generator of audio pieces, as the vendor sends them) and ``where``."""
 
     Options = TTSOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"chat"})
@@ -68,17 +70,21 @@ class TTSBackend(Backend):
             await client.aclose()
 
     def meta(self) -> dict[str, Any]:
-        return {**super().meta(), "support_stream": False, "model_name": self.options.model}
+        return {**super().meta(), "support_stream": True, "model_name": self.options.model}
 
     async def chat(self, request: ChatPayload) -> AsyncIterator[Chunk]:
+        """The audio pieces as they come; the worker streams them, or (unstreamed)
+        answers them joined, as base64 text."""
         speech = self.speech_request(request)
         try:
-            audio = await self.synthesize(speech)
+            async for piece in self.synthesize(speech):
+                if piece:
+                    yield Chunk(audio=piece)
         except BackendError:
             raise
         except Exception as exc:
             self._reraise(exc)
-        yield Chunk(text=base64.b64encode(audio).decode("ascii"), finish_reason="stop")
+        yield Chunk(finish_reason="stop")
 
     def speech_request(self, request: ChatPayload) -> SpeechRequest:
         content = request.conversations[-1].get("content") if request.conversations else ""
@@ -94,17 +100,24 @@ class TTSBackend(Backend):
         extra = {k: v for k, v in asked.items() if k not in ("input", "voice", "response_format")}
         return SpeechRequest(text, voice, fmt, extra)
 
-    async def synthesize(self, speech: SpeechRequest) -> bytes:
+    def synthesize(self, speech: SpeechRequest) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     def where(self) -> str:
         raise NotImplementedError
 
-    async def post(self, url: str, **kwargs: Any) -> Any:
-        """POST with retries; the final response, whatever its status."""
+    async def post(self, url: str, *, stream: bool = False, **kwargs: Any) -> Any:
+        """POST with retries; the final response, whatever its status. With
+        ``stream`` its body is not read yet (``aiter_bytes``; the caller closes it)."""
         client, httpx = self._client, self._httpx
         if client is None or httpx is None:
             raise BackendError(f"{self.name} ({self.spec.alias}) is not started")
+        if stream:
+            return await send_with_retry(
+                httpx,
+                lambda: client.send(client.build_request("POST", url, **kwargs), stream=True),
+                self.options.max_retries,
+            )
         return await send_with_retry(
             httpx, lambda: client.post(url, **kwargs), self.options.max_retries
         )

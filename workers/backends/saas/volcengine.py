@@ -6,6 +6,7 @@ not a space: the vendor's own convention) and a JSON body of ``app``
 ``encoding``) and ``request`` (``reqid``, ``text``, ``operation: query``).
 The answer is JSON with the audio already base64 in ``data`` and a
 vendor ``code``: 3000 is success, others carry the reason in ``message``.
+This HTTP API answers the audio whole, so a streamed call gets it as one piece.
 
 Settings as in the guide: ``saas.api_key`` (the access token),
 ``saas.app_id``, ``saas.model`` (the cluster, ``volcano_tts``), and
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -62,7 +64,7 @@ class VolcengineTTSBackend(TTSBackend):
     def where(self) -> str:
         return mask_url(self.options.base_url)
 
-    async def synthesize(self, speech: SpeechRequest) -> bytes:
+    async def synthesize(self, speech: SpeechRequest) -> AsyncIterator[bytes]:
         opts = self.options
         audio: dict[str, Any] = {"voice_type": speech.voice, "encoding": speech.format}
         for name in ("speed_ratio", "volume_ratio", "pitch_ratio", "rate", "emotion", "language"):
@@ -84,7 +86,7 @@ class VolcengineTTSBackend(TTSBackend):
             json=body,
             headers={"Authorization": f"Bearer;{opts.key()}"},
         )
-        return self._audio(response)
+        yield self._audio(response)
 
     def _audio(self, response: Any) -> bytes:
         secrets = (self.options.key(),)

@@ -1,1 +1,1 @@
-"""Backends on Hugging Face transformers: embeddings, causal-LM chat, whisper."""
+"""Backends on Hugging Face transformers: embeddings, rerank, causal-LM chat, whisper."""

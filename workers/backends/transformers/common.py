@@ -142,6 +142,22 @@ def load_kwargs(
     }
 
 
+def model_token_limit(tokenizer: Any, model: Any) -> int:
+    """The longest input the model takes, in tokens: the tokenizer's limit where it
+    states a real one (not transformers' "unlimited" placeholder), else the model's
+    positions."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit <= 100_000:
+        return limit
+    return int(getattr(model.config, "max_position_embeddings", 512) or 512)
+
+
+def batch_wait(spec: DeploySpec, wait_ms: float) -> float:
+    """Seconds an idle model waits for the rest of a burst before a forward pass:
+    none for a worker that serves one request at a time, which has no burst."""
+    return wait_ms / 1000 if spec.worker_concurrency > 1 else 0.0
+
+
 def stop_criteria(event: threading.Event) -> Any:
     """A StoppingCriteriaList that ends generation once ``event`` is set.
 
@@ -218,3 +234,24 @@ class TransformersBackend(Backend):
         folder = model_folder(self.spec, self.what)
         self._device = choose_device(torch, self.spec, self.options.device)
         return torch, transformers, folder
+
+    def _load_pretrained(
+        self, torch: ModuleType, transformers: ModuleType, model_class: Any, folder: Path
+    ) -> tuple[Any, Any]:
+        """``(tokenizer, model)`` from ``folder``: offline, on the device, in eval mode.
+
+        The encoder backends (embeddings, rerank) load the same way and differ
+        only in the model class (``AutoModel``, ``AutoModelForSequenceClassification``);
+        a failure names the folder.
+        """
+        alias = self.spec.alias
+        require_files(folder, alias, "config.json")
+        kwargs = load_kwargs(torch, transformers, self.options, self._device)
+        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "torch_dtype")}
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **tokenizer_kwargs)
+            model = model_class.from_pretrained(folder, **kwargs)
+            model.to(self._device)
+        except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
+            raise load_error(alias, folder, exc) from exc
+        return tokenizer, model.eval()

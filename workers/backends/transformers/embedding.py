@@ -22,9 +22,8 @@ from byzerllm.workers.backends.transformers.batcher import MicroBatcher
 from byzerllm.workers.backends.transformers.common import (
     TransformersBackend,
     TransformersOptions,
-    load_error,
-    load_kwargs,
-    require_files,
+    batch_wait,
+    model_token_limit,
 )
 from byzerllm.workers.backends.transformers.pooling import PoolingMode, PoolingPlan, pool, read_plan
 
@@ -54,9 +53,9 @@ class TransformersEmbeddingBackend(TransformersBackend):
         self._torch: Any = None
         self._max_length = 512
         self.plan: PoolingPlan | None = None
-        # a worker serving one request at a time has no burst to wait for
-        wait = self.options.batch_wait_ms / 1000 if spec.worker_concurrency > 1 else 0.0
-        self.batcher = MicroBatcher(self._encode, self.options.batch_size, wait)
+        self.batcher: MicroBatcher[str, list[float]] = MicroBatcher(
+            self._encode, self.options.batch_size, batch_wait(spec, self.options.batch_wait_ms)
+        )
 
     async def start(self) -> None:
         torch, transformers, folder = self._prepare()
@@ -70,16 +69,9 @@ class TransformersEmbeddingBackend(TransformersBackend):
         await asyncio.to_thread(self._load, torch, transformers, self.plan.transformer_dir)
 
     def _load(self, torch: Any, transformers: Any, folder: Path) -> None:
-        require_files(folder, self.spec.alias, "config.json")
-        kwargs = load_kwargs(torch, transformers, self.options, self._device)
-        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "torch_dtype")}
-        try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **tokenizer_kwargs)
-            model = transformers.AutoModel.from_pretrained(folder, **kwargs)
-            model.to(self._device)
-        except (OSError, ValueError, RuntimeError, ImportError, KeyError) as exc:
-            raise load_error(self.spec.alias, folder, exc) from exc
-        self._model = model.eval()
+        self._tokenizer, self._model = self._load_pretrained(
+            torch, transformers, transformers.AutoModel, folder
+        )
         self._max_length = self._token_limit()
 
     def _token_limit(self) -> int:
@@ -89,10 +81,7 @@ class TransformersEmbeddingBackend(TransformersBackend):
             return self.options.max_length
         if self.plan.max_seq_length:
             return int(self.plan.max_seq_length)
-        limit = getattr(self._tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 0 < limit <= 100_000:
-            return limit
-        return int(getattr(self._model.config, "max_position_embeddings", 512) or 512)
+        return model_token_limit(self._tokenizer, self._model)
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
