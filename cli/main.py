@@ -9,6 +9,7 @@ from byzerllm.cli.deploy_cmd import chat, deploy, query, undeploy
 from byzerllm.cli.easy import easy_byzerllm_cli
 from byzerllm.cli.local_cmd import local_group
 from byzerllm.cli.node_cmd import node
+from byzerllm.cli.serve_cmd import serve
 from byzerllm.cli.stat_cmd import stat
 from byzerllm.cli.storage_cmd import storage
 from byzerllm.cli.worker_cmd import worker
@@ -33,7 +34,7 @@ def quickstart(redis_url: str | None, model: str, echo: bool) -> None:
     run(run_quickstart(redis_url, model, out, echo=echo))
 
 
-for command in (worker, deploy, undeploy, query, chat, stat, node, local_group, storage):
+for command in (worker, deploy, undeploy, query, chat, stat, node, local_group, storage, serve):
     byzerllm_cli.add_command(command)
 
 __all__ = ["byzerllm_cli", "easy_byzerllm_cli"]
