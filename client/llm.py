@@ -357,6 +357,18 @@ class AsyncByzerLLM(ClientSetup):
         """``@llm.impl()``: the model writes the function's body on first call, from its
         signature, docstring and ``instruction``; cached afterwards unless ``skip_cache``.
         ``verbose`` prints the code written. Calls are coroutines here."""
+        return self.impl_decorator(instruction, model, verbose, skip_cache, llm_config, sync=False)
+
+    def impl_decorator(
+        self,
+        instruction: str | None,
+        model: str | None,
+        verbose: bool | None,
+        skip_cache: bool,
+        llm_config: dict[str, Any] | None,
+        sync: bool,
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """``impl`` for either facade: ``sync`` makes calls return values, not coroutines."""
         from byzerllm.client.impl import ImplFunction
 
         return lambda func: ImplFunction(
@@ -364,7 +376,7 @@ class AsyncByzerLLM(ClientSetup):
             func,
             model,
             llm_config,
-            sync=False,
+            sync=sync,
             instruction=instruction or "",
             skip_cache=skip_cache,
             verbose=bool(verbose),

@@ -131,17 +131,8 @@ class ByzerLLM(ClientSetup):
         """``@llm.impl()``: the model writes the function's body on first call, from its
         signature, docstring and ``instruction``; cached afterwards unless ``skip_cache``.
         ``verbose`` prints the code written."""
-        from byzerllm.client.impl import ImplFunction
-
-        return lambda func: ImplFunction(
-            self.aio,
-            func,
-            model,
-            llm_config,
-            sync=True,
-            instruction=instruction or "",
-            skip_cache=skip_cache,
-            verbose=bool(verbose),
+        return self.aio.impl_decorator(
+            instruction, model, verbose, skip_cache, llm_config, sync=True
         )
 
     def clear_impl_cache(
@@ -151,9 +142,7 @@ class ByzerLLM(ClientSetup):
         instruction: str | None = None,
     ) -> ByzerLLM:
         """Forget generated functions: all, or those of a model, function or instruction."""
-        from byzerllm.client.impl import clear_impl_cache
-
-        clear_impl_cache(self.aio.impl_cache, model, full_func_name, instruction)
+        self.aio.clear_impl_cache(model, full_func_name, instruction)
         return self
 
     def stream_chat_oai(
