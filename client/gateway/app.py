@@ -112,17 +112,24 @@ async def _disconnected(receive: Receive) -> None:
             return
 
 
-async def until_done_or_gone(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; cancelled (and so stopped on the worker) if the client leaves."""
+async def _raced_with_disconnect(receive: Receive, work: Awaitable[T]) -> asyncio.Future[T]:
+    """``work`` run until it ends or the client leaves (then it is cancelled, and with
+    it the request on the worker); the finished task."""
     task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request.receive))
+    gone = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, return_exceptions=True)
+    return task
+
+
+async def until_done_or_gone(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; cancelled (and so stopped on the worker) if the client leaves."""
+    task = await _raced_with_disconnect(request.receive, work)
     if task.cancelled():
         raise _ApiError(499, "the client closed the request", type_="cancelled")
     return task.result()
@@ -147,15 +154,7 @@ class EventStream(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        run = asyncio.ensure_future(self._run(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait((run, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not run.done():
-                run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
+        run = await _raced_with_disconnect(receive, self._run(send))
         if not run.cancelled() and run.exception() is not None:
             _log_unexpected(run.exception())  # type: ignore[arg-type]
 
