@@ -16,6 +16,11 @@ key                                    type         content
 ``P:{A}:lru``                          zset         worker id -> last work time (epoch s)
 ``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
 ``P:{A}:control``                      pub/sub      JSON orders to the workers (drain)
+``P:{A}:metrics``                      hash         counters and histogram buckets of A (broker.metrics)
+``P:apikeys``                          hash         API key name -> digest of the key (never the key)
+``P:apikey:{D}``                       hash         API key with digest D: name, aliases, limits, state
+``P:apikey:{D}:usage:DAY``             hash         requests, tokens, errors of key D on DAY (UTC)
+``P:apikey:{D}:window:MIN``            hash         requests and tokens of key D in minute MIN
 ``P:nodes``                            set          node agent ids
 ``P:node:N``                           hash         node N: host, cpus, gpus, free capacity
 ``P:node:N:queue``                     arq queue    jobs for node N (start workers)
@@ -94,6 +99,34 @@ class AliasKeys:
     def worker(self, worker_id: str) -> str:
         return f"{self._base}:worker:{worker_id}"
 
+    @property
+    def metrics(self) -> str:
+        return f"{self._base}:metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyKeys:
+    """Names of the keys that belong to one gateway API key, by the key's digest.
+
+    They share the hash tag ``{digest}``, so a limit check and a usage update
+    touch one Redis Cluster slot in one script.
+    """
+
+    prefix: str
+    digest: str
+
+    @property
+    def record(self) -> str:
+        return f"{self.prefix}:apikey:{{{self.digest}}}"
+
+    def usage(self, day: str) -> str:
+        """``day``: ``YYYY-MM-DD`` in UTC."""
+        return f"{self.record}:usage:{day}"
+
+    def window(self, minute: int) -> str:
+        """``minute``: whole minutes since the epoch."""
+        return f"{self.record}:window:{minute}"
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -129,3 +162,10 @@ class Keys:
 
     def node_queue(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:queue"
+
+    @property
+    def api_key_names(self) -> str:
+        return f"{self.prefix}:apikeys"
+
+    def api_key(self, digest: str) -> ApiKeyKeys:
+        return ApiKeyKeys(self.prefix, digest)

@@ -19,12 +19,10 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
-import functools
 import logging
 import sys
 import time
-import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar, cast
 
@@ -33,19 +31,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
 from byzerllm.broker import catalog
 from byzerllm.broker.connection import redis_errors
-from byzerllm.broker.errors import ByzerLLMError, ConfigurationError
+from byzerllm.broker.errors import ByzerLLMError
 from byzerllm.broker.settings import BrokerSettings
-from byzerllm.broker.spec import check_alias
+from byzerllm.client.gateway import dashboard, media, metrics_routes
 from byzerllm.client.gateway.auth import Authenticator
 from byzerllm.client.gateway.errors import (
     _ApiError,
     bad_request,
-    from_byzerllm,
-    internal_error,
+)
+from byzerllm.client.gateway.http import (
+    EventStream,
+    JSONBytes,
+    alias_of,
+    error_response,
+    guarded,
+    until_done_or_gone,
 )
 from byzerllm.client.gateway.schemas import (
     ChatCompletionRequest,
@@ -81,109 +84,6 @@ BACKEND_TYPE_TTL = 10.0  # seconds an alias' backend type is remembered
 READY_TIMEOUT = 2.0  # seconds /health/ready waits for Redis
 
 
-class JSONBytes(Response):
-    media_type = "application/json"
-
-
-def _error_response(err: _ApiError) -> Response:
-    return JSONBytes(err.encoded(), status_code=err.status, headers=err.headers)
-
-
-def _as_api_error(exc: BaseException) -> _ApiError:
-    if isinstance(exc, _ApiError):
-        return exc
-    if isinstance(exc, ByzerLLMError):
-        return from_byzerllm(exc)
-    _log_unexpected(exc)
-    return internal_error()
-
-
-def _log_unexpected(exc: BaseException) -> None:
-    """The failure's type and where it happened; not its message, which may quote a prompt."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.error("unexpected %s in the gateway:\n%s", type(exc).__name__, frames)
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Returns when the client is gone (or the response complete)."""
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _raced_with_disconnect(receive: Receive, work: Awaitable[T]) -> asyncio.Future[T]:
-    """``work`` run until it ends or the client leaves (then it is cancelled, and with
-    it the request on the worker); the finished task."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    return task
-
-
-async def until_done_or_gone(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; cancelled (and so stopped on the worker) if the client leaves."""
-    task = await _raced_with_disconnect(request.receive, work)
-    if task.cancelled():
-        raise _ApiError(499, "the client closed the request", type_="cancelled")
-    return task.result()
-
-
-class EventStream(Response):
-    """Server-sent events from an async iterator of encoded events.
-
-    The first event is awaited before the response starts, so a request that
-    fails at once (unknown alias, overload, no worker) gets its HTTP status;
-    a failure after that is sent as an ``error`` event, as OpenAI does. The
-    stream is raced against the client's disconnect: a client that leaves
-    cancels the iterator, and with it the request on the worker.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
-        self.events = events
-        self.status_code = 200
-        self.background = None
-        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        run = await _raced_with_disconnect(receive, self._run(send))
-        if not run.cancelled() and run.exception() is not None:
-            _log_unexpected(run.exception())  # type: ignore[arg-type]
-
-    async def _run(self, send: Send) -> None:
-        async with aclosing(self.events) as events:
-            try:
-                first = await anext(events, b"")
-            except Exception as exc:
-                err = _as_api_error(exc)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": err.status,
-                        "headers": _error_response(err).raw_headers,
-                    }
-                )
-                await send({"type": "http.response.body", "body": err.encoded()})
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            try:
-                async for event in events:
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
-            except Exception as exc:  # the status is sent: the error goes as an event
-                event = b"data: " + _as_api_error(exc).encoded() + b"\n\n"
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-
-
 def _restarted_error() -> _ApiError:
     return _ApiError(
         502,
@@ -200,28 +100,6 @@ def _speech_error(alias: str) -> _ApiError:
         "cannot carry; call it without stream for base64 audio",
         param="model",
     )
-
-
-def _alias(name: str) -> str:
-    try:
-        return check_alias(name)
-    except ConfigurationError as exc:
-        raise _ApiError(404, str(exc), param="model", code="model_not_found") from None
-
-
-def _guarded(
-    handler: Callable[..., Awaitable[Response]],
-) -> Callable[..., Awaitable[Response]]:
-    """Any failure becomes an OpenAI-shaped answer; unexpected ones are logged safely."""
-
-    @functools.wraps(handler)
-    async def guarded(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception as exc:
-            return _error_response(_as_api_error(exc))
-
-    return guarded
 
 
 class Gateway:
@@ -472,7 +350,7 @@ def _routes(gw: Gateway) -> list[Route]:
         caller = await gw.auth(request)
         req = parse_body(ChatCompletionRequest, await gw.read_body(request))
         check_chat(req)
-        caller.check_alias(_alias(req.model))
+        caller.check_alias(alias_of(req.model))
         backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
         plan = chat_plan(req, backend)
         if plan.stream:
@@ -484,7 +362,7 @@ def _routes(gw: Gateway) -> list[Route]:
         caller = await gw.auth(request)
         req = parse_body(CompletionRequest, await gw.read_body(request))
         prompts = check_completion(req)
-        caller.check_alias(_alias(req.model))
+        caller.check_alias(alias_of(req.model))
         backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
         config, extra = sampling(req, backend)
         if req.stream:
@@ -495,7 +373,7 @@ def _routes(gw: Gateway) -> list[Route]:
     async def embeddings(request: Request) -> Response:
         caller = await gw.auth(request)
         req = parse_body(EmbeddingRequest, await gw.read_body(request))
-        caller.check_alias(_alias(req.model))
+        caller.check_alias(alias_of(req.model))
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         if not texts:
             raise bad_request("input is an empty list; send a string or a list of strings", "input")
@@ -513,7 +391,7 @@ def _routes(gw: Gateway) -> list[Route]:
     async def model(request: Request) -> Response:
         caller = await gw.auth(request)
         name = str(request.path_params["model"])
-        caller.check_alias(_alias(name))
+        caller.check_alias(alias_of(name))
         for served in await gw.served_models():
             if served.alias == name:
                 return JSONBytes(dumps(_model_entry(served)))
@@ -536,13 +414,13 @@ def _routes(gw: Gateway) -> list[Route]:
         return JSONBytes(b'{"status":"ready"}')
 
     return [
-        Route("/v1/chat/completions", _guarded(chat_completions), methods=["POST"]),
-        Route("/v1/completions", _guarded(completions), methods=["POST"]),
-        Route("/v1/embeddings", _guarded(embeddings), methods=["POST"]),
-        Route("/v1/models", _guarded(models), methods=["GET"]),
-        Route("/v1/models/{model:path}", _guarded(model), methods=["GET"]),
+        Route("/v1/chat/completions", guarded(chat_completions), methods=["POST"]),
+        Route("/v1/completions", guarded(completions), methods=["POST"]),
+        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/v1/models/{model:path}", guarded(model), methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
-        Route("/health/ready", _guarded(ready), methods=["GET"]),
+        Route("/health/ready", guarded(ready), methods=["GET"]),
     ]
 
 
@@ -559,7 +437,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message, code = f"{request.method} is not allowed on {request.url.path}", None
     else:
         message, code = str(getattr(exc, "detail", "")) or "HTTP error", None
-    return _error_response(_ApiError(status, message, code=code))
+    return error_response(_ApiError(status, message, code=code))
 
 
 def create_app(
@@ -585,7 +463,12 @@ def create_app(
             await gw.stop()
 
     app = Starlette(
-        routes=_routes(gw),
+        routes=[
+            *_routes(gw),
+            *media.routes(gw),
+            *metrics_routes.routes(gw),
+            *dashboard.routes(gw),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
