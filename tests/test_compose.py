@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -14,7 +15,8 @@ import yaml
 
 from byzerllm.cli.main import byzerllm_cli
 
-COMPOSE = Path(__file__).resolve().parent.parent / "compose.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "compose.yaml"
 
 
 def spec() -> dict:
@@ -49,7 +51,7 @@ def test_compose_redis_needs_a_password_and_stays_inside_the_network():
         assert service.get("restart") in ("unless-stopped", "on-failure", "always"), name
 
 
-@pytest.mark.parametrize("service", ["node", "worker"])
+@pytest.mark.parametrize("service", ["node", "worker", "gateway"])
 def test_compose_command_lines_parse_with_the_cli(service):
     script = spec()["services"][service]["command"][-1]
     argv = shlex.split(script.split("&&")[-1])
@@ -66,13 +68,62 @@ def test_compose_command_lines_parse_with_the_cli(service):
     assert ctx.params
 
 
+def test_compose_gateway_needs_a_master_key_and_replicas_sit_behind_one_port():
+    services = spec()["services"]
+    gateway = services["gateway"]
+    key = gateway["environment"]["BYZERLLM_MASTER_KEY"]
+    assert key.startswith("${BYZERLLM_MASTER_KEY:?"), "no default key committed"
+    assert "--host 0.0.0.0" in gateway["command"][-1]
+    assert gateway["deploy"]["replicas"] >= 2
+    assert "ports" not in gateway, "replicas share no host port: the balancer has it"
+    lb = services["gateway-lb"]
+    assert lb["ports"] == ["127.0.0.1:8000:8000"]
+    nginx = (ROOT / "monitoring" / "nginx.conf").read_text()
+    assert "server gateway:8000 resolve;" in nginx
+    assert "proxy_buffering off;" in nginx, "streamed answers must not wait in nginx"
+
+
+def test_compose_monitoring_profile_scrapes_the_gateway_and_provisions_grafana():
+    services = spec()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+        for port in services[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), f"{name} is published beyond this host"
+    scrape = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    [job] = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["gateway-lb:8000"]
+    provisioning = ROOT / "monitoring" / "grafana" / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "byzerllm.yaml").read_text())[
+        "providers"
+    ]
+    mounts = services["grafana"]["volumes"]
+    assert f"./monitoring/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    uids = {p["datasource"]["uid"] for p in dashboard()["panels"]}
+    assert uids == {source["uid"]}
+
+
+def dashboard() -> dict:
+    path = ROOT / "monitoring" / "grafana" / "dashboards" / "byzerllm.json"
+    return json.loads(path.read_text())
+
+
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
 def test_docker_compose_config_accepts_the_file():
     result = subprocess.run(
         [str(shutil.which("docker")), "compose", "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
-        env={**os.environ, "BYZERLLM_SECRET_KEY": "x", "BYZERLLM_REDIS_PASSWORD": "x"},
+        env={
+            **os.environ,
+            "BYZERLLM_SECRET_KEY": "x",
+            "BYZERLLM_REDIS_PASSWORD": "x",
+            "BYZERLLM_MASTER_KEY": "x",
+        },
     )
     if "is not a docker command" in result.stderr or "unknown" in result.stderr:
         pytest.skip("docker compose plugin not installed")
