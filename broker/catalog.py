@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from byzerllm.broker.connection import awaitable
 from byzerllm.broker.keys import Keys, decoded
+from byzerllm.broker.state import list_aliases
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ async def ping(redis: aioredis.Redis) -> None:
 
 async def served_models(redis: aioredis.Redis, keys: Keys) -> list[ServedModel]:
     """The aliases that live, ready workers serve now, sorted by name."""
-    aliases = sorted(decoded(m) for m in await awaitable(redis.smembers(keys.models)))
+    aliases = await list_aliases(redis, keys)
     if not aliases:
         return []
     now = time.time()

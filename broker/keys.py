@@ -16,9 +16,9 @@ key                                    type         content
 ``P:{A}:lru``                          zset         worker id -> last work time (epoch s)
 ``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
 ``P:{A}:control``                      pub/sub      JSON orders to the workers (drain)
-``P:{A}:metrics``                      hash         counters and histogram buckets of A (broker.metrics)
-``P:apikeys``                          hash         API key name -> digest of the key (never the key)
-``P:apikey:{D}``                       hash         API key with digest D: name, aliases, limits, state
+``P:{A}:metrics``                      hash         counters and histograms of A (broker.metrics)
+``P:apikeys``                          hash         API key name -> digest (never the key)
+``P:apikey:{D}``                       hash         API key of digest D: aliases, limits, state
 ``P:apikey:{D}:usage:DAY``             hash         requests, tokens, errors of key D on DAY (UTC)
 ``P:apikey:{D}:window:MIN``            hash         requests and tokens of key D in minute MIN
 ``P:nodes``                            set          node agent ids

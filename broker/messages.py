@@ -32,7 +32,7 @@ class RequestKind(StrEnum):
 
 
 class ReplyType(StrEnum):
-    DELTA = "delta"  # data: {"text": str, "reasoning": str}, + "audio": bytes (delta_data)
+    DELTA = "delta"  # data: {"text", "reasoning"}, + "audio", "tool_calls" (delta_data)
     END = "end"  # data: {"output": ..., "meta": {...}}; the last entry of a request
     ERROR = "error"  # data: {"type", "message", "retryable"}; also the last entry
     RETRY = "retry"  # data: {"attempt": n}; a new worker starts the request again
@@ -174,14 +174,60 @@ def reply(
     }
 
 
-def delta_data(text: str, reasoning: str, audio: bytes = b"") -> dict[str, Any]:
+def delta_data(
+    text: str,
+    reasoning: str,
+    audio: bytes = b"",
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A DELTA reply's data. Speech (text-to-speech) streams its audio as ``audio``,
     raw bytes (msgpack's bin type, so no base64 on the wire); deltas of one
-    request that are merged before they are sent join their audio bytes in order."""
+    request that are merged before they are sent join their audio bytes in order.
+
+    A native tool choice streams as ``tool_calls``: fragments
+    ``{"index", "id"?, "name"?, "arguments"?}`` in the order the vendor sent
+    them, the first of a call with its id and name, later ones with pieces of
+    its arguments' JSON text (see :func:`join_tool_call_fragments`)."""
     data: dict[str, Any] = {"text": text, "reasoning": reasoning}
     if audio:
         data["audio"] = audio
+    if tool_calls:
+        data["tool_calls"] = [dict(f) for f in tool_calls]
     return data
+
+
+def join_tool_call_fragments(into: list[dict[str, Any]], fragments: list[dict[str, Any]]) -> None:
+    """Append ``fragments`` to ``into`` in order, where a fragment that only adds
+    arguments to the call of the fragment before it joins that one's arguments:
+    what merging deltas does, so a fragment is never lost or reordered."""
+    for fragment in fragments:
+        last = into[-1] if into else None
+        if (
+            last is not None
+            and last.get("index") == fragment.get("index")
+            and fragment.keys() <= {"index", "arguments"}
+        ):
+            last["arguments"] = str(last.get("arguments") or "") + str(
+                fragment.get("arguments") or ""
+            )
+        else:
+            into.append(dict(fragment))
+
+
+def fold_tool_call_fragments(calls: list[dict[str, Any]], fragments: list[dict[str, Any]]) -> None:
+    """The calls so far (``{"index", "id", "name", "arguments"}``, arguments as
+    text) with ``fragments`` added: a fragment's index picks its call, an id or
+    name sets it, arguments are appended."""
+    for fragment in fragments:
+        index = fragment.get("index", 0)
+        call = next((c for c in reversed(calls) if c["index"] == index), None)
+        if call is None:
+            call = {"index": index, "id": "", "name": "", "arguments": ""}
+            calls.append(call)
+        for key in ("id", "name"):
+            if fragment.get(key):
+                call[key] = str(fragment[key])
+        call["arguments"] += str(fragment.get("arguments") or "")
 
 
 def _short(exc: ValidationError) -> str:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.keys import AliasKeys, Keys
 from byzerllm.broker.messages import FIELD, encode_replies
+from byzerllm.broker.metrics import MetricsDelta, stage_metrics
 from byzerllm.broker.requests import DEAD_LETTER_LIMIT, stage_acks, stage_dead_letters
 from byzerllm.broker.state import stage_worker_state
 
@@ -43,11 +44,13 @@ async def write_batch(
     dead: list[dict[str, Any]],
     state: dict[str, str],
     last_work: float | None,
+    metrics: MetricsDelta | None = None,
 ) -> BatchOutcome:
     """Everything a worker has to say, in one round trip, replies first.
 
     ``replies`` maps a client's reply stream to its items (one entry each);
-    then dead letters, the acks of finished requests and the worker's state.
+    then dead letters, the acks of finished requests, the worker's state and its
+    metrics' increments.
     Returns the reply streams that are gone (NOMKSTREAM: their client left)
     and those whose write failed, with the reason (the key is not a stream,
     say): the other writes of the batch went through and must not be sent
@@ -60,6 +63,7 @@ async def write_batch(
     stage_dead_letters(pipe, ak.dead_letter, dead)
     stage_acks(pipe, ak, acks)
     stage_worker_state(pipe, ak, worker_id, state, last_work)
+    stage_metrics(pipe, ak, metrics)
     results = await pipe.execute(raise_on_error=False)
     outcome = BatchOutcome()
     for stream, result in zip(streams, results, strict=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,3 +91,24 @@ class DeploySpec(BaseModel):
         if max_waiting is not None:
             data["max_waiting"] = str(max_waiting)
         return data
+
+
+OpenAIMediaKind = Literal["transcribe", "speech", "image"]
+
+_OPENAI_MEDIA_PREFIXES: tuple[tuple[str, OpenAIMediaKind], ...] = (
+    ("whisper", "transcribe"),
+    ("gpt-4o-transcribe", "transcribe"),
+    ("gpt-4o-mini-transcribe", "transcribe"),
+    ("tts", "speech"),
+    ("gpt-4o-mini-tts", "speech"),
+    ("dall-e", "image"),
+    ("gpt-image", "image"),
+)
+
+
+def openai_media_kind(model: str) -> OpenAIMediaKind | None:
+    """Which of OpenAI's non-chat models ``saas.model`` names, by its prefix (None: a
+    chat model). The worker routes requests by it; the gateway refuses a media
+    request to an alias of the wrong kind by it, before any worker sees it."""
+    name = model.lower()
+    return next((kind for prefix, kind in _OPENAI_MEDIA_PREFIXES if name.startswith(prefix)), None)

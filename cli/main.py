@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from byzerllm.cli.common import out, redis_url_options, run
+from byzerllm.cli.dashboard_cmd import dashboard
 from byzerllm.cli.deploy_cmd import chat, deploy, query, undeploy
 from byzerllm.cli.easy import easy_byzerllm_cli
+from byzerllm.cli.keys_cmd import keys
 from byzerllm.cli.local_cmd import local_group
+from byzerllm.cli.metrics_cmd import metrics
 from byzerllm.cli.node_cmd import node
 from byzerllm.cli.serve_cmd import serve
 from byzerllm.cli.stat_cmd import stat
@@ -36,6 +39,9 @@ def quickstart(redis_url: str | None, model: str, echo: bool) -> None:
 
 for command in (worker, deploy, undeploy, query, chat, stat, node, local_group, storage, serve):
     byzerllm_cli.add_command(command)
+byzerllm_cli.add_command(metrics)
+byzerllm_cli.add_command(dashboard)
+byzerllm_cli.add_command(keys)
 
 __all__ = ["byzerllm_cli", "easy_byzerllm_cli"]
 

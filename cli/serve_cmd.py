@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.settings import BrokerSettings
 from byzerllm.cli.common import console, redis_url_options, settings_for
 
 
@@ -53,27 +54,14 @@ def serve(
     flag). Without it there is no authentication, and the gateway listens on
     loopback only.
     """
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise click.ClickException(
-            f"byzerllm serve needs the serve extra ({exc}): pip install 'byzerllm[serve]'"
-        ) from None
-    from byzerllm.client.gateway.server import check_bind, master_key_from_env
     from byzerllm.client.gateway.server import serve as run_gateway
 
-    settings = settings_for(redis_url)
-    master_key = master_key_from_env()
-    try:
-        check_bind(host, master_key)
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
-    where = f"[{host}]" if ":" in host else host
+    settings, master_key, where = http_setup("serve", redis_url, host)
     auth = (
-        "clients must send the key in BYZERLLM_MASTER_KEY as their API key"
+        "clients must send the key in BYZERLLM_MASTER_KEY (or one of `byzerllm keys`) "
+        "as their API key"
         if master_key
-        else "no BYZERLLM_MASTER_KEY: no authentication, listening on loopback only"
+        else "no BYZERLLM_MASTER_KEY: listening on loopback only; a key is not required"
     )
     console.print(f"byzerllm gateway: http://{where}:{port}/v1 over Redis {settings.safe_url}")
     console.print(auth)
@@ -86,3 +74,28 @@ def serve(
         log_level=log_level,
         request_timeout=request_timeout,
     )
+
+
+def http_setup(
+    command: str, redis_url: str | None, host: str
+) -> tuple[BrokerSettings, str | None, str]:
+    """What `serve` and `metrics` check before they listen: the serve extra is
+    installed, and the master key rule allows ``host``. Returns the settings,
+    the master key (None: none set) and ``host`` as it goes into a URL."""
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"byzerllm {command} needs the serve extra ({exc}): pip install 'byzerllm[serve]'"
+        ) from None
+    from byzerllm.client.gateway.server import check_bind, master_key_from_env
+
+    settings = settings_for(redis_url)
+    master_key = master_key_from_env()
+    try:
+        check_bind(host, master_key)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings, master_key, f"[{host}]" if ":" in host else host

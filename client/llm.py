@@ -24,7 +24,7 @@ from byzerllm.client.channel import Call, RequestChannel, channel_for
 from byzerllm.client.multimodal import prepare_messages
 from byzerllm.client.setup import ClientSetup, ModelSettings
 from byzerllm.client.streamed_answer import StreamedAnswer
-from byzerllm.client.tools import chat_as_class, chat_with_tools, tool_calls_text
+from byzerllm.client.tools import chat_as_class, chat_with_tools, tool_calls_text, tools_request
 from byzerllm.client.types import LLMRequest, LLMResponse, SingleOutputMeta
 
 Conversations = str | list[dict[str, Any]]
@@ -278,6 +278,9 @@ class AsyncByzerLLM(ClientSetup):
         delta_mode: bool = False,
         llm_config: dict[str, Any] | None = None,
         extra_request_params: dict[str, Any] | None = None,
+        *,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
     ) -> AsyncIterator[tuple[Any, SingleOutputMeta]]:
         """Yield (text, meta) as the answer grows; text is the delta or the whole so far.
 
@@ -295,8 +298,21 @@ class AsyncByzerLLM(ClientSetup):
         a piece of the audio as the vendor sent it (delta mode or not), and the
         last item's is empty; joined, they are the audio that ``chat_oai``
         returns as base64.
+
+        With ``tools`` (as for ``chat_oai``), an alias whose backend calls tools
+        natively streams its choice as it is made: ``meta.tool_calls`` holds
+        fragments ``{"index", "id"?, "name"?, "arguments"?}`` in delta mode (the
+        first of a call with its id and name, then pieces of its arguments'
+        JSON text), else the calls so far; the last item's
+        ``extra_info["tool_calls"]`` holds the whole choice, arguments parsed.
+        Other aliases stream the JSON choice they write as text. A worker
+        failure after tool calls were given restarts the answer.
         """
-        messages = prepare_messages(_as_messages(conversations))
+        messages = _as_messages(conversations)
+        tool_fields: dict[str, Any] = {}
+        if tools:
+            messages, tool_fields = tools_request(messages, tools, tool_choice)
+        messages = prepare_messages(messages)
         alias = self._model(model)
         llm_config = self._model_settings.llm_config(alias, _llm_config(llm_config))
         channel = self.channel
@@ -305,6 +321,7 @@ class AsyncByzerLLM(ClientSetup):
             "llm_config": llm_config,
             "stream": True,
             "extra_request_params": extra_request_params or {},
+            **tool_fields,
         }
         call: Call | None = await channel.submit(
             alias,
@@ -325,10 +342,12 @@ class AsyncByzerLLM(ClientSetup):
                         if added is not None:
                             yield added
                     elif item.type is ReplyType.END:
-                        yield answer.end(item.data.get("meta", {}))
+                        yield answer.end(item.data.get("meta", {}), item.data.get("tool_calls"))
                     elif item.type is ReplyType.RETRY:
                         answer.new_attempt()
-                        if answer.shown and continuations < CONTINUATIONS:
+                        # tool calls given cannot be continued (a prefix is text): restart
+                        continuable = answer.shown and not answer.calls_given
+                        if continuable and continuations < CONTINUATIONS:
                             # ask again from what the caller has; leaving this call's
                             # replies cancels the attempt that started over
                             continuations += 1

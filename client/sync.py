@@ -153,6 +153,9 @@ class ByzerLLM(ClientSetup):
         delta_mode: bool = False,
         llm_config: dict[str, Any] | None = None,
         extra_request_params: dict[str, Any] | None = None,
+        *,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
     ) -> Iterator[tuple[str, SingleOutputMeta]]:
         return iterate_sync(
             self.aio.stream_chat_oai(
@@ -162,6 +165,8 @@ class ByzerLLM(ClientSetup):
                 delta_mode=delta_mode,
                 llm_config=llm_config,
                 extra_request_params=extra_request_params,
+                tools=tools,
+                tool_choice=tool_choice,
             )
         )
 

@@ -194,15 +194,10 @@ def _tool_name(tool_choice: Any) -> str | None:
     return str(tool_spec(tool_choice)["name"])
 
 
-async def chat_with_tools(
-    send: Send,
-    messages: list[dict[str, Any]],
-    tools: list[Tool],
-    tool_choice: Any,
-    execute_tool: bool,
-    func_params: dict[str, Any] | None,
-) -> list[Any]:
-    """Ask for a tool choice, and with ``execute_tool`` run it.
+def tools_request(
+    messages: list[dict[str, Any]], tools: list[Tool], tool_choice: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and the chat payload fields that ask for a tool choice.
 
     The request carries the tools twice: as JSON descriptions for a backend
     that calls tools natively, and as the rewritten last message for one that
@@ -216,7 +211,19 @@ async def chat_with_tools(
         "tool_choice": name,
         "tools_prompt": tools_prompt(str(last.get("content", "")), specs, name),
     }
-    responses = await send(messages or [last], payload)
+    return messages or [last], payload
+
+
+async def chat_with_tools(
+    send: Send,
+    messages: list[dict[str, Any]],
+    tools: list[Tool],
+    tool_choice: Any,
+    execute_tool: bool,
+    func_params: dict[str, Any] | None,
+) -> list[Any]:
+    """Ask for a tool choice (see :func:`tools_request`), and with ``execute_tool`` run it."""
+    responses = await send(*tools_request(messages, tools, tool_choice))
     if not execute_tool:
         return responses
     results = []

@@ -30,6 +30,11 @@ class SingleOutputMeta:
     finish_reason: str | None = None
     first_token_time: float = 0.0
     extra_info: dict[str, Any] = field(default_factory=dict)
+    # A native tool choice as it streams (stream_chat_oai with tools): in delta
+    # mode the fragments this item adds, {"index", "id"?, "name"?, "arguments"?}
+    # with arguments a piece of JSON text; otherwise the calls so far,
+    # {"index", "id", "name", "arguments"}.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 META_KEYS = (

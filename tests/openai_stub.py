@@ -9,7 +9,10 @@ Answers are deterministic: the reply echoes the last user message, one
 "token" is one whitespace-separated word, ``max_tokens`` cuts words and
 ``stop`` cuts text, so tests can check that parameters arrived by looking at
 the answer. Models whose name contains "reasoner" think first, DeepSeek
-style, in ``reasoning_content``.
+style, in ``reasoning_content``. With ``tools`` the "model" calls the tool the
+last user turn names (``tool_choice_for``), whole or streamed as OpenAI
+streams tool calls: the first delta with the call's id and name, then its
+arguments in pieces (one per word, or ``chunks``).
 
 The media endpoints are as deterministic: ``/audio/transcriptions`` (a
 multipart upload) "hears" the uploaded bytes as UTF-8 text and answers
@@ -187,6 +190,8 @@ class Paced:
     delay: float
     head: bytes = _SSE_HEAD
     gate: threading.Event | None = None
+    # each event after the first waits for a permit: a test releases them one by one
+    steps: threading.Semaphore | None = None
 
 
 def answer_for(request: dict[str, Any], reasoner: bool) -> Answer:
@@ -229,6 +234,28 @@ def _valid_tools(tools: Any) -> bool:
     )
 
 
+def tool_calls_for(request: dict[str, Any], every: bool) -> list[dict[str, Any]]:
+    """The calls the stub "model" makes: :func:`tool_choice_for`'s one, or with
+    ``every`` one per tool the last user turn names (parallel tool calls)."""
+    call = tool_choice_for(request)
+    if call is None or not every or isinstance(request.get("tool_choice"), dict):
+        return [call] if call is not None else []
+    last = next(
+        (text_of(m.get("content")) for m in reversed(request["messages"]) if m["role"] == "user"),
+        "",
+    )
+    names = [t["function"]["name"] for t in request["tools"] if t["function"]["name"] in last]
+    arguments = call["function"]["arguments"]
+    return [
+        {
+            "id": f"call_stub{i}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        for i, name in enumerate(names, 1)
+    ]
+
+
 def tool_choice_for(request: dict[str, Any]) -> dict[str, Any] | None:
     """The stub "model" calls the tool that ``tool_choice`` forces, else the
     one whose name the last user turn mentions, with the first JSON object of
@@ -263,6 +290,10 @@ class OpenAIStub:
     ``chunk_delay``: seconds between stream events. ``audio_chunks``: pieces
     of ``/audio/speech`` audio (0: sent whole); ``audio_gate``: a
     threading.Event that holds all but the first piece until it is set.
+    ``stream_steps``: a threading.Semaphore; each event of a chat stream after
+    the first waits for a permit (``paced_events_sent`` counts events sent), so a
+    test sees what arrives before the rest is sent. ``every_named_tool``: call
+    every tool the last user turn names, not only the first (parallel calls).
     ``last_request`` is the last JSON body received, ``request_count`` counts
     HTTP requests.
     """
@@ -287,6 +318,9 @@ class OpenAIStub:
         self.models = set(models)
         self.audio_chunks = 0
         self.audio_gate: threading.Event | None = None
+        self.stream_steps: threading.Semaphore | None = None
+        self.paced_events_sent = 0
+        self.every_named_tool = False
         self.fail_always: int | None = None
         self.retry_after_ms: int | None = 1  # sent with 429/5xx so SDK retries are quick
         self.echo_key_in_errors = False  # some vendors quote the bad key back in full
@@ -354,6 +388,8 @@ class OpenAIStub:
         await server.wait_closed()
 
     def stop(self) -> None:
+        if self.stream_steps is not None:  # nothing waits for permits that never come
+            self.stream_steps.release(10_000)
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -523,17 +559,17 @@ class OpenAIStub:
             )
         answer = answer_for(request, reasoner="reasoner" in model)
         rid = f"chatcmpl-stub{next(self._ids)}"
-        call = tool_choice_for(request) if tools else None
-        if call is not None and not request.get("stream"):
+        calls = tool_calls_for(request, self.every_named_tool) if tools else []
+        if calls and not request.get("stream"):
             message: dict[str, Any] = {
                 "role": "assistant",
                 "content": None,
                 "refusal": None,
-                "tool_calls": [call],
+                "tool_calls": calls,
             }
             answer.finish_reason = "tool_calls"
         elif request.get("stream"):
-            return self._stream(request, model, rid, answer)
+            return self._stream(request, model, rid, answer, calls)
         else:
             message = {"role": "assistant", "content": answer.text, "refusal": None}
         if answer.reasoning:
@@ -557,14 +593,19 @@ class OpenAIStub:
         return http_response(200, _dumps(body).encode())
 
     def _stream(
-        self, request: dict[str, Any], model: str, rid: str, answer: Answer
+        self,
+        request: dict[str, Any],
+        model: str,
+        rid: str,
+        answer: Answer,
+        calls: list[dict[str, Any]] | None = None,
     ) -> bytes | Paced:
         options = request.get("stream_options")
         with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events = _chunk_events(model, rid, answer, self.chunks, with_usage)
+        events = _chunk_events(model, rid, answer, self.chunks, with_usage, calls)
         events.append(_SSE_DONE)
-        if self.chunk_delay > 0:
-            return Paced(events, self.chunk_delay)
+        if self.chunk_delay > 0 or self.stream_steps is not None:
+            return Paced(events, self.chunk_delay, steps=self.stream_steps)
         payload = b"".join(events)
         return b"%s%x\r\n%s\r\n%s" % (_SSE_HEAD, len(payload), payload, _CHUNKED_END)
 
@@ -727,9 +768,15 @@ def _image(payload: dict[str, Any]) -> bytes:
 
 
 def _chunk_events(
-    model: str, rid: str, answer: Answer, chunks: int, with_usage: bool
+    model: str,
+    rid: str,
+    answer: Answer,
+    chunks: int,
+    with_usage: bool,
+    calls: list[dict[str, Any]] | None = None,
 ) -> list[bytes]:
-    """``chat.completion.chunk`` events; the fixed parts are formatted once per request."""
+    """``chat.completion.chunk`` events; the fixed parts are formatted once per request.
+    With ``calls``, the tool calls as OpenAI streams them instead of the text."""
     head = (
         f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{int(time.time())},'
         f'"model":{_dumps(model)},"system_fingerprint":"fp_stub","choices":'
@@ -745,6 +792,11 @@ def _chunk_events(
             usage_null,
         )
 
+    if calls:
+        events = _tool_call_events(event, calls, chunks)
+        if with_usage:
+            events.append(head + b'[],"usage":%s}\n\n' % _dumps(answer.usage()).encode())
+        return events
     reasoner = bool(answer.reasoning)
     first = (
         '{"role":"assistant","content":null,"reasoning_content":""}'
@@ -760,6 +812,33 @@ def _chunk_events(
     events.append(event("{}", answer.finish_reason))
     if with_usage:
         events.append(head + b'[],"usage":%s}\n\n' % _dumps(answer.usage()).encode())
+    return events
+
+
+def _tool_call_events(event: Any, calls: list[dict[str, Any]], chunks: int) -> list[bytes]:
+    """OpenAI's streamed tool calls: the first delta carries the role and the first
+    call's id, type and name with empty arguments; each call's arguments follow
+    in pieces under its ``index``; the last event says ``tool_calls``."""
+    events = []
+    for i, call in enumerate(calls):
+        function = call["function"]
+        opening: dict[str, Any] = {
+            "tool_calls": [
+                {
+                    "index": i,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": function["name"], "arguments": ""},
+                }
+            ]
+        }
+        if i == 0:
+            opening = {"role": "assistant", "content": None, **opening, "refusal": None}
+        events.append(event(_dumps(opening)))
+        for piece in split_reply(function["arguments"], chunks):
+            fragment = {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+            events.append(event(_dumps(fragment)))
+    events.append(event("{}", "tool_calls"))
     return events
 
 
@@ -820,12 +899,17 @@ class _Connection(asyncio.Protocol):
         for i, event in enumerate(reply.events):
             if i == 1 and reply.gate is not None:
                 await asyncio.get_running_loop().run_in_executor(None, reply.gate.wait, 60)
+            if i and reply.steps is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, reply.steps.acquire, True, 60
+                )
             if i:
                 await asyncio.sleep(reply.delay)
             transport = self.transport
             if transport is None:  # the client hung up mid-stream
                 return
             transport.write((b"" if i else reply.head) + b"%x\r\n%s\r\n" % (len(event), event))
+            self.stub.paced_events_sent += 1
         if self.transport is not None:
             self.transport.write(_CHUNKED_END)
 

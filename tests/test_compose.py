@@ -93,6 +93,11 @@ def test_compose_monitoring_profile_scrapes_the_gateway_and_provisions_grafana()
     [job] = scrape["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"] == ["gateway-lb:8000"]
+    # /metrics asks for the master key: Prometheus reads it from a compose secret
+    secret = job["authorization"]["credentials_file"]
+    assert secret == "/run/secrets/byzerllm_master_key"
+    assert "byzerllm_master_key" in services["prometheus"]["secrets"]
+    assert spec()["secrets"]["byzerllm_master_key"] == {"environment": "BYZERLLM_MASTER_KEY"}
     provisioning = ROOT / "monitoring" / "grafana" / "provisioning"
     [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
         "datasources"

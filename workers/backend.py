@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, ValidationError
 
 from byzerllm.broker.errors import BackendError, ConfigurationError, InvalidInferParamsError
-from byzerllm.broker.messages import ChatPayload
+from byzerllm.broker.messages import ChatPayload, fold_tool_call_fragments
 from byzerllm.broker.spec import DeploySpec
 
 
@@ -33,6 +34,9 @@ class Chunk:
     finish_reason: str | None = None
     # a native tool choice: [{"id", "name", "arguments"}], arguments parsed where they are JSON
     tool_calls: list[dict[str, Any]] | None = None
+    # a native tool choice as it streams: fragments {"index", "id"?, "name"?, "arguments"?}
+    # (arguments: a piece of the JSON text), passed on as they come and joined at the end
+    tool_call_fragments: list[dict[str, Any]] | None = None
     # speech (text-to-speech) as the vendor sends it: streamed as audio deltas, or,
     # unstreamed, the whole audio as base64 text (what the guide decodes)
     audio: bytes = b""
@@ -265,12 +269,16 @@ class ChatTally:
     output_tokens: int = 0
     finish_reason: str = "stop"
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    streamed_calls: list[dict[str, Any]] = field(default_factory=list)
     audio: list[bytes] = field(default_factory=list)
 
     def add(self, chunk: Chunk) -> bool:
-        """Count the chunk; True when it carries text (or audio) to pass on."""
+        """Count the chunk; True when it carries text (audio, tool-call fragments) to pass on."""
         if chunk.tool_calls:
             self.tool_calls.extend(chunk.tool_calls)
+        if chunk.tool_call_fragments:
+            fold_tool_call_fragments(self.streamed_calls, chunk.tool_call_fragments)
+            self.first_token = self.first_token or time.perf_counter() - self.start
         if chunk.input_tokens is not None:
             self.input_tokens = chunk.input_tokens
         if chunk.output_tokens is not None:
@@ -278,7 +286,7 @@ class ChatTally:
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if not (chunk.text or chunk.reasoning or chunk.audio):
-            return False
+            return bool(chunk.tool_call_fragments)
         self.first_token = self.first_token or time.perf_counter() - self.start
         self.texts.append(chunk.text)
         self.reasonings.append(chunk.reasoning)
@@ -305,13 +313,25 @@ class ChatTally:
             data["output"] = "".join(self.texts)
             if self.audio:  # a chat answer is text: the speech as base64, as the original
                 data["output"] += base64.b64encode(b"".join(self.audio)).decode("ascii")
-        if self.tool_calls:  # structured, beside the text: the client reads them as they are
+        calls = self.tool_calls + [_joined_call(call) for call in self.streamed_calls]
+        if calls:  # structured, beside the text: the client reads them as they are
             data["tool_calls"] = [
                 {
                     "id": call.get("id") or f"call_{i}",
                     "name": str(call.get("name", "")),
                     "arguments": call.get("arguments") or {},
                 }
-                for i, call in enumerate(self.tool_calls, 1)
+                for i, call in enumerate(calls, 1)
             ]
         return data
+
+
+def _joined_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A streamed call, its fragments joined: arguments parsed where they are JSON
+    (else kept as text, which the client reports with the text)."""
+    arguments: Any = call["arguments"] or "{}"
+    try:
+        arguments = json.loads(arguments)
+    except ValueError:
+        pass
+    return {"id": call["id"], "name": call["name"], "arguments": arguments}

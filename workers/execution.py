@@ -29,7 +29,8 @@ from byzerllm.workers.backend import Backend, ChatTally, content_text, wants_pre
 
 log = logging.getLogger(__name__)
 
-OnDelta = Callable[[str, str, bytes], None]  # (text, reasoning, audio) of a streamed piece
+# (text, reasoning, audio, tool-call fragments or None) of a streamed piece
+OnDelta = Callable[[str, str, bytes, list[dict[str, Any]] | None], None]
 Final = tuple[ReplyType, dict[str, Any]]
 
 
@@ -85,12 +86,12 @@ class Execution:
                 payload = continuing(payload)
                 notes["continued_from"] = len(payload.continue_from)
                 if payload.stream and on_delta is not None:
-                    on_delta(payload.continue_from, "", b"")
+                    on_delta(payload.continue_from, "", b"", None)
             else:
                 notes["restarted"] = True
         async for chunk in self.backend.run_chat(payload):
             if tally.add(chunk) and payload.stream and on_delta is not None:
-                on_delta(chunk.text, chunk.reasoning, chunk.audio)
+                on_delta(chunk.text, chunk.reasoning, chunk.audio, chunk.tool_call_fragments)
         return tally.end_data(request.id, payload.stream, **self._extra, **notes)
 
     async def _embed(self, request: Request) -> dict[str, Any]:

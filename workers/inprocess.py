@@ -82,8 +82,11 @@ class InProcessChannel:
         execution = Execution(self.backends[call.request.alias])
         queue: asyncio.Queue[Reply] = asyncio.Queue()
 
-        def on_delta(text: str, reasoning: str, audio: bytes) -> None:
-            queue.put_nowait(self._reply(call, ReplyType.DELTA, delta_data(text, reasoning, audio)))
+        def on_delta(
+            text: str, reasoning: str, audio: bytes, tool_calls: list[dict[str, Any]] | None
+        ) -> None:
+            data = delta_data(text, reasoning, audio, tool_calls)
+            queue.put_nowait(self._reply(call, ReplyType.DELTA, data))
 
         async def run() -> None:
             type_, data = await execution.run(call.request, on_delta)

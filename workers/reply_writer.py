@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.connection import raise_if_cancelling
 from byzerllm.broker.keys import AliasKeys
-from byzerllm.broker.messages import ReplyType, delta_data, reply
+from byzerllm.broker.messages import ReplyType, delta_data, join_tool_call_fragments, reply
+from byzerllm.broker.metrics import MetricsDelta, MetricsRecorder
 from byzerllm.broker.replies import write_batch
 from byzerllm.broker.requests import dead_letter_entry
 
@@ -39,8 +40,11 @@ class ReplyWriter:
         keys: AliasKeys,
         worker_id: str,
         on_client_gone: Callable[[str], None],
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._redis = redis
+        # per-request counters, written with the worker state (never a call per request)
+        self.metrics = metrics or MetricsRecorder()
         self._keys = keys
         self._worker_id = worker_id
         self._on_client_gone = on_client_gone
@@ -74,21 +78,33 @@ class ReplyWriter:
         self._wakeup.set()
 
     def delta(
-        self, rid: str, reply_to: str, attempt: int, text: str, reasoning: str, audio: bytes = b""
+        self,
+        rid: str,
+        reply_to: str,
+        attempt: int,
+        text: str,
+        reasoning: str,
+        audio: bytes = b"",
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         open_delta = self._open_delta.get(rid)
-        if open_delta is not None:
+        # text after tool-call fragments starts a new entry: a merged one would show it first
+        if open_delta is not None and (
+            "tool_calls" not in open_delta["data"] or not (text or reasoning)
+        ):
             data = open_delta["data"]
             data["text"] += text
             data["reasoning"] += reasoning
             if audio:
                 data["audio"] = data.get("audio", b"") + audio
+            if tool_calls:
+                join_tool_call_fragments(data.setdefault("tool_calls", []), tool_calls)
             return
         item = reply(
             rid,
             self._next_seq(rid),
             ReplyType.DELTA,
-            delta_data(text, reasoning, audio),
+            delta_data(text, reasoning, audio, tool_calls),
             attempt,
         )
         self._open_delta[rid] = item
@@ -138,7 +154,7 @@ class ReplyWriter:
 
     def _state_wait(self) -> float | None:
         """Seconds until worker state may be written again; None when there is none."""
-        if not (self._state or self._lru):
+        if not (self._state or self._lru or self.metrics.pending):
             return None
         return max(0.0, self._last_state_write + STATE_INTERVAL - time.monotonic())
 
@@ -172,10 +188,12 @@ class ReplyWriter:
     def _take(self, with_state: bool) -> tuple[Any, ...]:
         state: dict[str, str] = {}
         lru: dict[str, float] = {}
+        metrics: MetricsDelta | None = None
         if with_state:
             state, lru, self._state, self._lru = self._state, self._lru, {}, {}
+            metrics = self.metrics.take()
             self._last_state_write = time.monotonic()
-        batch = (self._pending, self._acks, self._dead, state, lru)
+        batch = (self._pending, self._acks, self._dead, state, lru, metrics)
         self._pending, self._acks, self._dead = {}, [], []
         self._open_delta.clear()
         return batch
@@ -187,6 +205,7 @@ class ReplyWriter:
         dead: list[dict[str, Any]],
         state: dict[str, str],
         lru: dict[str, float],
+        metrics: MetricsDelta | None,
     ) -> None:
         for stream, items in pending.items():
             self._pending[stream] = items + self._pending.get(stream, [])
@@ -194,6 +213,7 @@ class ReplyWriter:
         self._dead = dead + self._dead
         self._state = {**state, **self._state}
         self._lru = {**lru, **self._lru}
+        self.metrics.put_back(metrics)
 
     async def _flush(
         self,
@@ -202,6 +222,7 @@ class ReplyWriter:
         dead: list[dict[str, Any]],
         state: dict[str, str],
         lru: dict[str, float],
+        metrics: MetricsDelta | None,
     ) -> None:
         outcome = await write_batch(
             self._redis,
@@ -212,6 +233,7 @@ class ReplyWriter:
             dead,
             state,
             lru.get(self._worker_id),
+            metrics,
         )
         for stream in outcome.gone:  # the client's reply stream expired: it left
             for item in pending[stream]:

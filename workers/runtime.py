@@ -310,6 +310,7 @@ class Worker:
                 f"of {self.settings.max_request_bytes} (BYZERLLM_MAX_REQUEST_BYTES where the "
                 "workers run); send less or raise it there"
             )
+            self._writer.metrics.record_reply(request, ReplyType.ERROR, err.to_wire(), 0.0)
             self._writer.finish(
                 request.id,
                 request.reply_to,
@@ -320,6 +321,7 @@ class Worker:
             )
             return
         if retry:
+            self._writer.metrics.retried()
             request = request.model_copy(update={"attempt": request.attempt + 1})
             self._writer.notice(
                 request.id,
@@ -329,6 +331,7 @@ class Worker:
                 {"attempt": request.attempt},
             )
         if request.id in self._early_cancels:
+            self._writer.metrics.record_reply(request, None, {}, 0.0)
             self._writer.finish(request.id, request.reply_to, request.attempt, entry_id, None)
             return
         self._total += 1
@@ -355,18 +358,23 @@ class Worker:
     async def _serve(self, request: Request, entry_id: str) -> None:
         rid, to, attempt = request.id, request.reply_to, request.attempt
         writer = self._writer
+        taken = time.perf_counter()
 
-        def on_delta(text: str, reasoning: str, audio: bytes) -> None:
-            writer.delta(rid, to, attempt, text, reasoning, audio)
+        def on_delta(
+            text: str, reasoning: str, audio: bytes, tool_calls: list[dict[str, Any]] | None
+        ) -> None:
+            writer.delta(rid, to, attempt, text, reasoning, audio, tool_calls)
 
         try:
             type_, data = await self.execution.run(request, on_delta)
         except asyncio.CancelledError:
             flight = self._inflight.get(rid)
             if flight is not None and flight.cancelled_by_client:
+                writer.metrics.record_reply(request, None, {}, time.perf_counter() - taken)
                 writer.finish(rid, to, attempt, entry_id, None)
             # else: shutting down; the entry stays pending for a peer
             raise
+        writer.metrics.record_reply(request, type_, data, time.perf_counter() - taken)
         writer.finish(rid, to, attempt, entry_id, type_, data)
 
     # -- cancellation and client loss ------------------------------------------------

@@ -50,6 +50,7 @@ from byzerllm.client.gateway.http import (
     guarded,
     until_done_or_gone,
 )
+from byzerllm.client.gateway.metering import UNMETERED, Meter
 from byzerllm.client.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -62,6 +63,7 @@ from byzerllm.client.gateway.wire import (
     ChatChunks,
     ChatPlan,
     ChunkEncoder,
+    ToolCallDeltas,
     answer_of,
     chat_body,
     chat_plan,
@@ -134,6 +136,7 @@ class Gateway:
             log.warning("Redis is not reachable yet: %s", exc)
 
     async def stop(self) -> None:
+        await self.auth.aclose()  # the API keys' usage writes under way
         if self._llm is not None:
             await self._llm.aclose()
 
@@ -206,29 +209,41 @@ class Gateway:
         alias: str,
         config: dict[str, Any],
         extra: dict[str, Any],
+        tools: dict[str, Any] | None = None,
     ) -> AsyncGenerator[tuple[Any, SingleOutputMeta], None]:
-        """The answer's deltas (delta mode): an async generator, closed to cancel it."""
+        """The answer's deltas (delta mode): an async generator, closed to cancel it;
+        ``tools``: ``tools`` and ``tool_choice`` for the client."""
         stream = self.llm.stream_chat_oai(
             messages,
             model=alias,
             delta_mode=True,
             llm_config=config,
             extra_request_params=extra or None,
+            **(tools or {}),
         )
         return cast(AsyncGenerator[tuple[Any, SingleOutputMeta], None], stream)
 
-    async def chat_events(self, plan: ChatPlan) -> AsyncGenerator[bytes, None]:
+    async def chat_events(
+        self, plan: ChatPlan, meter: Meter = UNMETERED
+    ) -> AsyncGenerator[bytes, None]:
+        """``meter``: told the answer's usage (an API key's tokens)."""
         out = ChatChunks(plan)
         if plan.whole_first:
             answer = await self.complete(plan)
+            meter.add(answer.usage())
             yield out.whole(answer, plan.include_usage) + DONE
             return
-        stream = self._stream(plan.messages, plan.alias, plan.llm_config, plan.extra)
+        stream = self._stream(
+            plan.messages, plan.alias, plan.llm_config, plan.extra, plan.tool_fields()
+        )
         started = False
         finish, usage = "stop", usage_of(0, 0)
+        tool_calls = ToolCallDeltas()
         async with aclosing(stream):
             async for text, meta in stream:
-                if meta.finish_reason is not None and not text and not meta.reasoning_content:
+                if meta.finish_reason is not None and not (
+                    text or meta.reasoning_content or meta.tool_calls
+                ):
                     finish = meta.finish_reason
                     usage = usage_of(meta.input_tokens_count, meta.generated_tokens_count)
                     continue
@@ -241,6 +256,8 @@ class Gateway:
                     delta["reasoning_content"] = meta.reasoning_content
                 if text:
                     delta["content"] = text
+                if meta.tool_calls:
+                    delta["tool_calls"] = tool_calls(meta.tool_calls)
                 if not delta:
                     continue
                 event = out.delta(delta)
@@ -248,15 +265,21 @@ class Gateway:
                     started = True
                     event = out.role() + event
                 yield event
-        tail = out.delta({}, finish)
+        tail = out.delta({}, "tool_calls" if tool_calls.seen else finish)
         if not started:
             tail = out.role() + tail
         if plan.include_usage:
             tail += out.usage(usage)
+        meter.add(usage)
         yield tail + DONE
 
     async def completion_events(
-        self, req: CompletionRequest, prompt: str, config: dict[str, Any], extra: dict[str, Any]
+        self,
+        req: CompletionRequest,
+        prompt: str,
+        config: dict[str, Any],
+        extra: dict[str, Any],
+        meter: Meter = UNMETERED,
     ) -> AsyncGenerator[bytes, None]:
         rid, created = new_id("cmpl-"), int(time.time())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -287,6 +310,7 @@ class Gateway:
         tail = choice(prompt if req.echo and not started else "", finish)
         if include_usage:
             tail += out.usage(usage)
+        meter.add(usage)
         yield tail + DONE
 
     async def complete_texts(
@@ -350,37 +374,44 @@ def _routes(gw: Gateway) -> list[Route]:
         caller = await gw.auth(request)
         req = parse_body(ChatCompletionRequest, await gw.read_body(request))
         check_chat(req)
-        caller.check_alias(alias_of(req.model))
-        backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
-        plan = chat_plan(req, backend)
-        if plan.stream:
-            return EventStream(gw.chat_events(plan))
-        answer = await until_done_or_gone(request, gw.complete(plan))
+        meter = await caller.admit(alias_of(req.model))
+        async with meter:
+            backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
+            plan = chat_plan(req, backend)
+            if plan.stream:
+                return EventStream(meter.stream(gw.chat_events(plan, meter)))
+            answer = await until_done_or_gone(request, gw.complete(plan))
+            meter.add(answer.usage())
         return JSONBytes(dumps(chat_body(plan, answer)))
 
     async def completions(request: Request) -> Response:
         caller = await gw.auth(request)
         req = parse_body(CompletionRequest, await gw.read_body(request))
         prompts = check_completion(req)
-        caller.check_alias(alias_of(req.model))
-        backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
-        config, extra = sampling(req, backend)
-        if req.stream:
-            return EventStream(gw.completion_events(req, prompts[0], config, extra))
-        work = gw.complete_texts(req, prompts, config, extra)
-        return JSONBytes(dumps(await until_done_or_gone(request, work)))
+        meter = await caller.admit(alias_of(req.model))
+        async with meter:
+            backend = await gw.backend_type(req.model) if needs_backend_type(req) else None
+            config, extra = sampling(req, backend)
+            if req.stream:
+                events = gw.completion_events(req, prompts[0], config, extra, meter)
+                return EventStream(meter.stream(events))
+            body = await until_done_or_gone(request, gw.complete_texts(req, prompts, config, extra))
+            meter.add(body["usage"])
+        return JSONBytes(dumps(body))
 
     async def embeddings(request: Request) -> Response:
         caller = await gw.auth(request)
         req = parse_body(EmbeddingRequest, await gw.read_body(request))
-        caller.check_alias(alias_of(req.model))
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         if not texts:
             raise bad_request("input is an empty list; send a string or a list of strings", "input")
-        config = {"dimensions": req.dimensions} if req.dimensions else None
-        work = gw.llm.emb(req.model, texts, config)
-        responses = await until_done_or_gone(request, work)
-        return JSONBytes(dumps(embeddings_body(req, responses)))
+        meter = await caller.admit(alias_of(req.model))
+        async with meter:
+            config = {"dimensions": req.dimensions} if req.dimensions else None
+            work = gw.llm.emb(req.model, texts, config)
+            body = embeddings_body(req, await until_done_or_gone(request, work))
+            meter.add(body["usage"])
+        return JSONBytes(dumps(body))
 
     async def models(request: Request) -> Response:
         caller = await gw.auth(request)
@@ -452,7 +483,8 @@ def create_app(
     serve it on loopback only, as ``byzerllm serve`` does). ``request_timeout``:
     seconds before a request's deadline (default: ``BYZERLLM_REQUEST_TIMEOUT``).
     """
-    gw = Gateway(settings or BrokerSettings.from_env(), Authenticator(master_key), request_timeout)
+    settings = settings or BrokerSettings.from_env()
+    gw = Gateway(settings, Authenticator(master_key, settings), request_timeout)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -61,6 +61,9 @@ OPENAI_WIRE = frozenset(
     }
 )
 NATIVE_RESPONSE_FORMAT = frozenset({"saas/openai", "saas/official_openai", "saas/azure_openai"})
+# Aliases whose backend streams a native tool choice as it is made (tool-call
+# fragments in its deltas); others answer tools whole, then it is streamed.
+STREAMED_TOOL_CALLS = OPENAI_WIRE | {"saas/claude", "saas/aws_bedrock"}
 # unknown request fields that local backends read from llm_config
 LOCAL_SAMPLING = ("top_k", "min_p", "repetition_penalty", "repeat_penalty")
 _VENDOR_FIELDS = ("seed", "presence_penalty", "frequency_penalty", "user")
@@ -83,6 +86,8 @@ def needs_backend_type(req: ChatCompletionRequest | CompletionRequest) -> bool:
     if req.presence_penalty is not None or req.frequency_penalty is not None:
         return True
     if isinstance(req, ChatCompletionRequest):
+        if req.stream and req.tools and req.tool_choice != "none":  # streamed as made, or whole
+            return True
         fmt = req.response_format
         return fmt is not None and fmt.type != "text"
     return False
@@ -133,6 +138,8 @@ class ChatPlan:
     include_usage: bool = False
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str | None = None
+    # the alias' backend streams its tool calls (STREAMED_TOOL_CALLS)
+    streams_tool_calls: bool = False
     # "prompt": the answer's JSON is read out of its text (the instruction asked for it)
     json_mode: str | None = None
     id: str = field(default_factory=lambda: new_id("chatcmpl-"))
@@ -140,9 +147,13 @@ class ChatPlan:
 
     @property
     def whole_first(self) -> bool:
-        """Streamed from the complete answer: tool calls and JSON read out of text
-        are known only at its end (and no backend streams tool-call deltas yet)."""
-        return bool(self.tools) or self.json_mode == "prompt"
+        """Streamed from the complete answer: a tool choice written in text and JSON
+        read out of text are known only at its end."""
+        return (bool(self.tools) and not self.streams_tool_calls) or self.json_mode == "prompt"
+
+    def tool_fields(self) -> dict[str, Any]:
+        """The client's tool arguments (``tools``, ``tool_choice``), when there are tools."""
+        return {"tools": self.tools, "tool_choice": self.tool_choice} if self.tools else {}
 
 
 def check_chat(req: ChatCompletionRequest) -> None:
@@ -188,6 +199,7 @@ def chat_plan(req: ChatCompletionRequest, backend: str | None) -> ChatPlan:
     if req.tools and req.tool_choice != "none":
         plan.tools = [t.model_dump(exclude_none=True) for t in req.tools]
         plan.tool_choice = _forced_tool(req)
+        plan.streams_tool_calls = backend in STREAMED_TOOL_CALLS
         if backend in OPENAI_WIRE and req.parallel_tool_calls is not None:
             extra["parallel_tool_calls"] = req.parallel_tool_calls
     fmt = req.response_format
@@ -382,6 +394,35 @@ class ChatChunks(ChunkEncoder):
         if include_usage:
             events.append(self.usage(answer.usage()))
         return b"".join(events)
+
+
+class ToolCallDeltas:
+    """Streamed tool-call fragments as OpenAI's ``delta.tool_calls``: a call's
+    first delta has its ``index``, ``id``, ``type`` and ``function.name`` (with
+    ``arguments`` ``""``), later ones ``function.arguments`` pieces only."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def __call__(self, fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        deltas = []
+        for fragment in fragments:
+            index = int(fragment.get("index") or 0)
+            delta: dict[str, Any] = {"index": index}
+            function: dict[str, Any] = {}
+            if index not in self.seen:  # a call's first delta: an id always
+                self.seen.add(index)
+                delta["id"] = str(fragment.get("id") or new_id("call_"))
+                delta["type"] = "function"
+                function = {"name": str(fragment.get("name") or ""), "arguments": ""}
+            elif fragment.get("name"):
+                function["name"] = str(fragment["name"])
+            if fragment.get("arguments"):
+                function["arguments"] = str(fragment["arguments"])
+            if function:
+                delta["function"] = function
+            deltas.append(delta)
+        return deltas
 
 
 # -- legacy completions ----------------------------------------------------------------

@@ -5,7 +5,9 @@ words (``stop_reason: max_tokens``) and ``stop_sequences`` cut it by text.
 Streams send the documented events in order: ``message_start``,
 ``content_block_start``, ``ping``, ``content_block_delta`` (one per word),
 ``content_block_stop``, ``message_delta`` with the output usage, and
-``message_stop``. Errors have Anthropic's envelope
+``message_stop``; with a tool to use, a ``tool_use`` block follows the text,
+its input streamed as ``input_json_delta`` pieces (``tool_use_events``) and
+``stop_reason: tool_use``. Errors have Anthropic's envelope
 ``{"type": "error", "error": {"type", "message"}}``; a user turn holding
 ``TOO_LONG`` gets the context-length error.
 """
@@ -81,6 +83,22 @@ def tool_use_for(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "tool_use", "id": "toolu_stub1", "name": name, "input": arguments}
 
 
+def tool_use_events(tool_use: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """A ``tool_use`` block as Anthropic streams it: started with its id, name and
+    an empty input, then the input's JSON in pieces (one per word), then stopped."""
+    opening = {**tool_use, "input": {}}
+    events: list[dict[str, Any]] = [
+        {"type": "content_block_start", "index": index, "content_block": opening}
+    ]
+    words = json.dumps(tool_use["input"]).split(" ")
+    for i, word in enumerate(words):
+        piece = word if i == len(words) - 1 else word + " "
+        delta = {"type": "input_json_delta", "partial_json": piece}
+        events.append({"type": "content_block_delta", "index": index, "delta": delta})
+    events.append({"type": "content_block_stop", "index": index})
+    return events
+
+
 class AnthropicStub(StubServer):
     def __init__(self, api_key: str, *, chunk_delay: float = 0.0) -> None:
         super().__init__()
@@ -136,9 +154,11 @@ class AnthropicStub(StubServer):
             }
             return json_reply(200, message, {"request-id": "req_stub"})
         if body.get("stream"):
+            if tool_use is not None:
+                text, stop_reason = "I will use a tool.", "tool_use"
             return Reply(
                 200,
-                self._events(body["model"], text, stop_reason, prompt),
+                self._events(body["model"], text, stop_reason, prompt, tool_use),
                 {"content-type": "text/event-stream", "request-id": "req_stub"},
                 self.chunk_delay,
             )
@@ -154,7 +174,14 @@ class AnthropicStub(StubServer):
         }
         return json_reply(200, message, {"request-id": "req_stub"})
 
-    def _events(self, model: str, text: str, stop_reason: str, prompt: int) -> Iterator[bytes]:
+    def _events(
+        self,
+        model: str,
+        text: str,
+        stop_reason: str,
+        prompt: int,
+        tool_use: dict[str, Any] | None = None,
+    ) -> Iterator[bytes]:
         start = {
             "id": "msg_stub",
             "type": "message",
@@ -180,6 +207,8 @@ class AnthropicStub(StubServer):
                 "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
             )
         yield sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for event in tool_use_events(tool_use, 1) if tool_use is not None else ():
+            yield sse(event["type"], event)
         yield sse(
             "message_delta",
             {

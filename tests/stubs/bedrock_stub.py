@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from tests.stubs.anthropic_stub import answer, tool_use_for
+from tests.stubs.anthropic_stub import answer, tool_use_events, tool_use_for
 from tests.stubs.server import Received, Reply, StubServer, json_reply
 
 MODELS = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic.claude-3-haiku-20240307-v1:0")
@@ -138,15 +138,23 @@ class BedrockStub(StubServer):
         if action == "invoke-with-response-stream":
             return Reply(
                 200,
-                self._frames(model, text, stop_reason, prompt, "FAIL_MID_STREAM" in text),
+                self._frames(model, text, stop_reason, prompt, "FAIL_MID_STREAM" in text, tool_use),
                 {"content-type": "application/vnd.amazon.eventstream"},
                 self.chunk_delay,
             )
         return aws_error(404, "UnknownOperationException", f"Unknown operation {action}")
 
     def _frames(
-        self, model: str, text: str, stop_reason: str, prompt: int, fail: bool
+        self,
+        model: str,
+        text: str,
+        stop_reason: str,
+        prompt: int,
+        fail: bool,
+        tool_use: dict[str, Any] | None = None,
     ) -> Iterator[bytes]:
+        """The stream of events; with ``tool_use``, that block alone (as ``invoke``
+        answers it), its input in pieces."""
         start = {
             "id": "msg_bdrk_stub",
             "type": "message",
@@ -158,14 +166,19 @@ class BedrockStub(StubServer):
             "usage": {"input_tokens": prompt, "output_tokens": 1},
         }
         yield chunk_frame({"type": "message_start", "message": start})
-        yield chunk_frame(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            }
-        )
-        words = text.split(" ")
+        if tool_use is not None:
+            for event in tool_use_events(tool_use, 0):
+                yield chunk_frame(event)
+            text, stop_reason = "", "tool_use"
+        else:
+            yield chunk_frame(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
+        words = text.split(" ") if tool_use is None else []
         for i, word in enumerate(words):
             piece = word if i == len(words) - 1 else word + " "
             yield chunk_frame(
@@ -178,7 +191,8 @@ class BedrockStub(StubServer):
             if fail:
                 yield exception_frame("modelStreamErrorException", "Model stream failed midway.")
                 return
-        yield chunk_frame({"type": "content_block_stop", "index": 0})
+        if tool_use is None:
+            yield chunk_frame({"type": "content_block_stop", "index": 0})
         yield chunk_frame(
             {
                 "type": "message_delta",

@@ -3,6 +3,8 @@
 Bedrock's Claude models take the very body of Anthropic's ``/v1/messages``
 (minus ``model``, plus ``anthropic_version``) and stream the very same
 events, so the request building and the event reading live here once.
+A ``tool_use`` block streams as tool-call fragments: its id and name when it
+starts, its ``input_json_delta`` pieces as they come.
 
 What differs from OpenAI's format: system messages go in a top-level
 ``system``, ``max_tokens`` is required, images are ``{"type": "image",
@@ -12,7 +14,8 @@ What differs from OpenAI's format: system messages go in a top-level
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from byzerllm.broker.content import split_data_url, to_parts
@@ -171,6 +174,8 @@ class StreamReader:
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason: str | None = None
+    # content block index -> tool-call index (0, 1, ... in the order the calls start)
+    tool_blocks: dict[Any, int] = field(default_factory=dict)
 
     def feed(self, event: dict[str, Any]) -> Chunk | None:
         kind = event.get("type")
@@ -180,6 +185,12 @@ class StreamReader:
                 return Chunk(text=delta["text"])
             if delta.get("type") == "thinking_delta" and delta.get("thinking"):
                 return Chunk(reasoning=delta["thinking"])
+            call = self.tool_blocks.get(event.get("index"))
+            piece = delta.get("partial_json") if delta.get("type") == "input_json_delta" else None
+            if call is not None and piece:
+                return Chunk(tool_call_fragments=[{"index": call, "arguments": str(piece)}])
+        elif kind == "content_block_start":
+            return self._tool_start(event)
         elif kind == "message_start":
             usage = (event.get("message") or {}).get("usage") or {}
             self.input_tokens = usage.get("input_tokens", self.input_tokens)
@@ -189,6 +200,16 @@ class StreamReader:
             usage = event.get("usage") or {}
             self.output_tokens = usage.get("output_tokens", self.output_tokens)
         return None
+
+    def _tool_start(self, event: dict[str, Any]) -> Chunk | None:
+        block = event.get("content_block") or {}
+        if block.get("type") != "tool_use":
+            return None
+        call = self.tool_blocks[event.get("index")] = len(self.tool_blocks)
+        fragment = {"index": call, "id": str(block.get("id") or ""), "name": block.get("name", "")}
+        if block.get("input"):  # the input comes as input_json_delta pieces; rarely here
+            fragment["arguments"] = json.dumps(block["input"], ensure_ascii=False)
+        return Chunk(tool_call_fragments=[fragment])
 
     def final(self) -> Chunk:
         return Chunk(

@@ -229,6 +229,7 @@ class OpenAIBackend(SaasBackend):
         usage: dict[str, Any] | None = None
         finish_reason: str | None = None
         deltas = 0
+        calls = _CallIndexes()
         try:
             stream = await self._post(request, stream=True)
             async with stream:
@@ -236,7 +237,7 @@ class OpenAIBackend(SaasBackend):
                     usage = event.get("usage") or usage
                     for choice in (event.get("choices") or ())[:1]:  # n > 1: not in this API
                         finish_reason = choice.get("finish_reason") or finish_reason
-                        piece = _delta_chunk(choice.get("delta"))
+                        piece = _delta_chunk(choice.get("delta"), calls)
                         if piece is not None:
                             deltas += 1
                             yield piece
@@ -411,18 +412,67 @@ def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
-def _delta_chunk(delta: dict[str, Any] | None) -> Chunk | None:
-    """DeepSeek-style servers send the model's thinking as ``reasoning_content``."""
+class _CallIndexes:
+    """The index of each streamed tool call. OpenAI numbers a call's fragments
+    with ``index``; a server that leaves it out sends each call whole, so a new
+    id (or none seen yet) is a new call and anything else goes on with the last."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.last = -1
+
+    def index_of(self, delta: dict[str, Any]) -> int:
+        index = delta.get("index")
+        if isinstance(index, int):
+            self.last = index
+            return index
+        call_id = delta.get("id")
+        if self.last < 0 or (call_id and call_id not in self.ids):
+            self.last += 1
+        if call_id and call_id not in self.ids:
+            self.ids.append(call_id)
+        return self.last
+
+
+def _call_fragments(deltas: list[dict[str, Any]], calls: _CallIndexes) -> list[dict[str, Any]]:
+    """OpenAI's streamed ``tool_calls`` deltas as fragments {index, id?, name?, arguments?}."""
+    fragments = []
+    for delta in deltas:
+        if not isinstance(delta, dict):
+            continue
+        function = delta.get("function") or {}
+        fragment: dict[str, Any] = {"index": calls.index_of(delta)}
+        if delta.get("id"):
+            fragment["id"] = str(delta["id"])
+        if function.get("name"):
+            fragment["name"] = str(function["name"])
+        arguments = function.get("arguments")
+        if arguments:
+            fragment["arguments"] = (
+                arguments if isinstance(arguments, str) else json.dumps(arguments)
+            )
+        if len(fragment) > 1:
+            fragments.append(fragment)
+    return fragments
+
+
+def _delta_chunk(delta: dict[str, Any] | None, calls: _CallIndexes | None = None) -> Chunk | None:
+    """A stream delta (``calls``: the stream's tool-call numbering), or the whole
+    message of an unstreamed answer; DeepSeek-style servers send the model's
+    thinking as ``reasoning_content``."""
     if not delta:
         return None
     text = delta.get("content") or ""
-    calls = None
-    if delta.get("tool_calls") and "role" in delta:  # a whole message, not a stream delta
-        calls = _tool_calls(delta["tool_calls"])
+    whole = fragments = None
+    if delta.get("tool_calls"):
+        if calls is None:
+            whole = _tool_calls(delta["tool_calls"])
+        else:  # passed on as they come: a client sees the call before its arguments end
+            fragments = _call_fragments(delta["tool_calls"], calls) or None
     reasoning = delta.get("reasoning_content") or ""
-    if not (text or reasoning or calls):
+    if not (text or reasoning or whole or fragments):
         return None
-    return Chunk(text=text, reasoning=reasoning, tool_calls=calls)
+    return Chunk(text=text, reasoning=reasoning, tool_calls=whole, tool_call_fragments=fragments)
 
 
 def _final_chunk(usage: dict[str, Any] | None, finish_reason: str | None, deltas: int) -> Chunk:

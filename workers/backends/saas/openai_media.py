@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.spec import OpenAIMediaKind, openai_media_kind
 from byzerllm.workers.backend import Chunk
 from byzerllm.workers.media import audio_of, media_request
 
-MediaKind = Literal["transcribe", "speech", "image"]
-
-_KIND_BY_MODEL_PREFIX: tuple[tuple[str, MediaKind], ...] = (
-    ("whisper", "transcribe"),
-    ("gpt-4o-transcribe", "transcribe"),
-    ("gpt-4o-mini-transcribe", "transcribe"),
-    ("tts", "speech"),
-    ("gpt-4o-mini-tts", "speech"),
-    ("dall-e", "image"),
-    ("gpt-image", "image"),
-)
-
-
-def model_kind(model: str) -> MediaKind | None:
-    name = model.lower()
-    return next((kind for prefix, kind in _KIND_BY_MODEL_PREFIX if name.startswith(prefix)), None)
+MediaKind = OpenAIMediaKind
+model_kind = openai_media_kind
 
 
 def media_kind(model: str, content: Any) -> tuple[MediaKind, dict[str, Any]] | None:
