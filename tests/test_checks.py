@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,13 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _typecheck_module():
-    spec = importlib.util.spec_from_file_location("typecheck", ROOT / "scripts" / "typecheck.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["typecheck"] = module
-    spec.loader.exec_module(module)
-    return module
+def _typecheck(tree: Path, probe: Path, cache_dir: Path) -> tuple[str, int]:
+    """scripts/typecheck.py's run(), in a process of its own: mypy's object graph
+    would otherwise stay in the test session and cost minutes of GC when it exits."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "import typecheck; report, status = typecheck.run(Path(sys.argv[2]),"
+        " extra={'byzerllm/client/_probe.py': Path(sys.argv[3])}, cache_dir=Path(sys.argv[4]));"
+        "print(json.dumps([report, status]))"
+    )
+    args = [str(ROOT / "scripts"), str(tree), str(probe), str(cache_dir)]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    report, status = json.loads(done.stdout.strip().splitlines()[-1])
+    return report, status
 
 
 @pytest.mark.slow
@@ -33,12 +43,8 @@ def test_type_check_sees_a_cross_package_error(tmp_path):
         "port: int = BrokerSettings()\n"
         "reveal_type(AsyncByzerLLM)\n"
     )
-    typecheck = _typecheck_module()
-    report, status = typecheck.run(
-        tmp_path / "tree",
-        extra={"byzerllm/client/_probe.py": probe},
-        cache_dir=ROOT / ".mypy_cache" / "self-test",  # not shared with a concurrent check
-    )
+    # the cache is not shared with a concurrent check
+    report, status = _typecheck(tmp_path / "tree", probe, ROOT / ".mypy_cache" / "self-test")
     assert status == 1, report
     assert 'has type "BrokerSettings", variable has type "int"' in report, report
     assert "probe.py:4: error" in report, report
