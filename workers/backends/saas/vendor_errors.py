@@ -84,7 +84,8 @@ class SdkErrors:
                 max_retries=self.max_retries,
                 key_hint=hint,
             )
-        if isinstance(exc, sdk.APITimeoutError) or is_transport_timeout(exc):
+        timed_out = isinstance(exc, sdk.APITimeoutError) or is_transport_timeout(exc)
+        if timed_out and not failed_to_connect(exc):
             return backend_error(
                 f"cannot reach {self.where}: no answer within {self.timeout:g}s (saas.timeout)",
                 secrets,
@@ -133,7 +134,25 @@ def is_transport_error(exc: BaseException) -> bool:
     return "TransportError" in _class_names(exc)
 
 
+def _connector_error(exc: BaseException) -> BaseException | None:
+    """The aiohttp connection failure (refused, no such host, a TLS error) behind
+    ``exc``, if any. The SDKs' aiohttp transport raises every such failure as
+    httpx's ConnectTimeout, with the aiohttp error in its chain."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if "ClientConnectorError" in {cls.__name__ for cls in type(link).__mro__}:
+            return link
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def failed_to_connect(exc: BaseException) -> bool:
+    return _connector_error(exc) is not None
+
+
 def cause_text(exc: BaseException) -> str:
     """The SDK's own text is a bare "Connection error."; the cause says which."""
-    cause = exc.__cause__ or exc
+    cause = _connector_error(exc) or exc.__cause__ or exc
     return f"{cause} ({type(cause).__name__})" if str(cause) else type(cause).__name__
