@@ -10,7 +10,7 @@ client (``AsyncByzerLLM``) over the same worker, so the HTTP hop shows apart
 from the broker; and the same through a LiteLLM proxy when ``litellm`` is
 installed (skipped otherwise).
 
-    python -m benchmarks.gateway [--quick] [--no-access-log]
+    python -m benchmarks.gateway [--quick] [--no-access-log] [--litellm-python PATH]
 """
 
 from __future__ import annotations
@@ -77,15 +77,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def litellm_available() -> bool:
-    try:
-        import litellm  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def litellm_available(python: str) -> bool:
+    """Whether ``python`` can import litellm (its proxy may live in a venv of its own:
+    its dependencies pin other versions of the SDKs this project tests with)."""
+    probe = subprocess.run([python, "-c", "import litellm"], capture_output=True)
+    return probe.returncode == 0
 
 
-def start_litellm(stub_url: str, port: int) -> subprocess.Popen[bytes] | None:
+def start_litellm(python: str, stub_url: str, port: int) -> subprocess.Popen[bytes] | None:
     """A LiteLLM proxy for the stub's gpt-4o, if the litellm[proxy] extra is installed."""
     import tempfile
 
@@ -96,7 +95,13 @@ def start_litellm(stub_url: str, port: int) -> subprocess.Popen[bytes] | None:
     )
     config.close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "litellm", "--config", config.name, "--port", str(port)],
+        [python, "-m", "litellm.proxy.proxy_cli", "--config", config.name, "--port", str(port)],
+        # the same key the gateway requires; the SDK sends it to both
+        env={
+            **os.environ,
+            "LITELLM_MASTER_KEY": KEY,
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -166,6 +171,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="run the gateway without its access log (on by default, as byzerllm serve runs)",
     )
+    parser.add_argument(
+        "--litellm-python",
+        default=sys.executable,
+        help="a Python with litellm[proxy] installed, e.g. a venv's bin/python (default: this one)",
+    )
     args = parser.parse_args(argv)
     n_seq, n_tp = (300, 2000) if args.quick else (1000, 6000)
     stub_port = free_port()
@@ -206,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
                     gateway_cpu = (after - before) / calls * 1e6
                 gateway.terminate()
                 gateway.wait(30)
-            if litellm_available():
+            if litellm_available(args.litellm_python):
                 lite_port = free_port()
-                lite = start_litellm(stub_url, lite_port)
+                lite = start_litellm(args.litellm_python, stub_url, lite_port)
                 if lite is None:
                     console.print("litellm is installed but its proxy did not start: skipped")
                 else:
