@@ -7,7 +7,9 @@ sequential calls, throughput at 32 concurrent calls, first streamed chunk,
 and echo-backend throughput through one alias served by 2 worker processes;
 for the async client (``AsyncByzerLLM`` against ``AsyncOpenAI``) and for the
 sync facade the guide's users call (``ByzerLLM`` from plain threads, against
-the SDK's ``OpenAI``).
+the SDK's ``OpenAI``). Sequential calls and first chunks alternate between
+the direct client and ours in blocks of 50 calls, so that a slow minute on a
+shared machine weighs on both alike; throughput runs one after the other.
 
     python -m benchmarks.overhead [--quick]
 """
@@ -19,14 +21,14 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.harness import Latencies, private_redis, sequential, throughput, workers
+from benchmarks.harness import Latencies, private_redis, throughput, workers
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
@@ -49,15 +51,60 @@ def start_stub(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def measure_direct(base_url: str, n_seq: int, n_tp: int) -> dict[str, Any]:
+# Sequential calls run in blocks of this many, the clients taking turns (ABBA):
+# within a block a client runs as it would alone (alternating call by call keeps
+# every process colder and slows both by 0.3-0.7 ms here), while a slow minute
+# of this shared machine still weighs on all of them.
+BLOCK = 50
+
+
+def block_order(n: int, clients: int) -> list[tuple[int, int]]:
+    """(client, calls) turns for ``n`` calls each, in blocks, alternating who leads."""
+    turns = []
+    for i, start in enumerate(range(0, n, BLOCK)):
+        size = min(BLOCK, n - start)
+        order = range(clients) if i % 2 == 0 else reversed(range(clients))
+        turns.extend((k, size) for k in order)
+    return turns
+
+
+async def alternating(
+    calls: list[Callable[[], Awaitable[float | None]]], n: int
+) -> list[Latencies]:
+    """Latencies of ``n`` sequential calls of each, in alternating blocks."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for k, size in block_order(n, len(calls)):
+        for _ in range(size):
+            start = time.perf_counter()
+            measured = await calls[k]()
+            samples[k].append(measured if measured is not None else time.perf_counter() - start)
+    return [Latencies(s) for s in samples]
+
+
+def alternating_sync(calls: list[Callable[[], float | None]], n: int) -> list[Latencies]:
+    """:func:`alternating` for blocking calls."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for k, size in block_order(n, len(calls)):
+        for _ in range(size):
+            start = time.perf_counter()
+            measured = calls[k]()
+            samples[k].append(measured if measured is not None else time.perf_counter() - start)
+    return [Latencies(s) for s in samples]
+
+
+async def measure_async(
+    base_url: str, settings: BrokerSettings, alias: str, n_seq: int, n_tp: int
+) -> dict[str, dict[str, Any]]:
+    """``AsyncOpenAI`` straight to the stub against ``AsyncByzerLLM`` through the broker."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+    llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
 
-    async def call(_: int = 0) -> None:
+    async def direct_call(_: int = 0) -> None:
         await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
 
-    async def first_chunk() -> float:
+    async def direct_first() -> float:
         start = time.perf_counter()
         stream = await client.chat.completions.create(
             model="gpt-4o",
@@ -70,25 +117,10 @@ async def measure_direct(base_url: str, n_seq: int, n_tp: int) -> dict[str, Any]
                 first = time.perf_counter() - start
         return first
 
-    await throughput(call, 200, 8)  # warm up connections and code paths
-    result = {
-        "seq": await sequential(call, n_seq),
-        "tp": await throughput(call, n_tp, 32),
-        "first": await sequential(first_chunk, n_seq // 2),
-    }
-    await client.close()
-    return result
-
-
-async def measure_broker(
-    settings: BrokerSettings, alias: str, n_seq: int, n_tp: int
-) -> dict[str, Any]:
-    llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
-
-    async def call(_: int = 0) -> None:
+    async def broker_call(_: int = 0) -> None:
         await llm.chat_oai(MESSAGES)
 
-    async def first_chunk() -> float:
+    async def broker_first() -> float:
         start = time.perf_counter()
         first = 0.0
         async for text, _meta in llm.stream_chat_oai(MESSAGES, delta_mode=True):
@@ -96,23 +128,25 @@ async def measure_broker(
                 first = time.perf_counter() - start
         return first
 
-    await throughput(call, 200, 8)
-    result = {
-        "seq": await sequential(call, n_seq),
-        "tp": await throughput(call, n_tp, 32),
-        "first": await sequential(first_chunk, n_seq // 2),
+    await throughput(direct_call, 200, 8)  # warm up connections and code paths
+    await throughput(broker_call, 200, 8)
+    seq = await alternating([direct_call, broker_call], n_seq)
+    first = await alternating([direct_first, broker_first], n_seq // 2)
+    results = {
+        "direct async": {
+            "seq": seq[0],
+            "first": first[0],
+            "tp": await throughput(direct_call, n_tp, 32),
+        },
+        "async client": {
+            "seq": seq[1],
+            "first": first[1],
+            "tp": await throughput(broker_call, n_tp, 32),
+        },
     }
+    await client.close()
     await llm.aclose()
-    return result
-
-
-def sync_sequential(call: Callable[[], float | None], n: int) -> Latencies:
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        measured = call()
-        samples.append(measured if measured is not None else time.perf_counter() - start)
-    return Latencies(samples)
+    return results
 
 
 def sync_throughput(call: Callable[[], object], n: int, threads: int) -> float:
@@ -124,16 +158,23 @@ def sync_throughput(call: Callable[[], object], n: int, threads: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def measure_direct_sync(base_url: str, n_seq: int, n_tp: int) -> dict[str, Any]:
-    """The openai SDK's synchronous client, straight to the stub."""
+def measure_sync(
+    base_url: str, settings: BrokerSettings, alias: str, n_seq: int, n_tp: int
+) -> dict[str, dict[str, Any]]:
+    """The SDK's ``OpenAI`` straight to the stub against ``byzerllm.ByzerLLM``, as the
+    guide's users call it: from plain threads."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+    from byzerllm.client.sync import ByzerLLM
 
-    def call() -> None:
+    client = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+    llm = ByzerLLM(settings=settings)
+    llm.setup_default_model_name(alias)
+
+    def direct_call() -> None:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
 
-    def first_chunk() -> float:
+    def direct_first() -> float:
         start = time.perf_counter()
         stream = client.chat.completions.create(
             model="gpt-4o",
@@ -146,29 +187,10 @@ def measure_direct_sync(base_url: str, n_seq: int, n_tp: int) -> dict[str, Any]:
                 first = time.perf_counter() - start
         return first
 
-    sync_throughput(call, 200, 8)
-    result = {
-        "seq": sync_sequential(call, n_seq),
-        "tp": sync_throughput(call, n_tp, 32),
-        "first": sync_sequential(first_chunk, n_seq // 2),
-    }
-    client.close()
-    return result
-
-
-def measure_sync_facade(
-    settings: BrokerSettings, alias: str, n_seq: int, n_tp: int
-) -> dict[str, Any]:
-    """``byzerllm.ByzerLLM``, as the guide's users call it: from plain threads."""
-    from byzerllm.client.sync import ByzerLLM
-
-    llm = ByzerLLM(settings=settings)
-    llm.setup_default_model_name(alias)
-
-    def call() -> None:
+    def broker_call() -> None:
         llm.chat_oai(MESSAGES)
 
-    def first_chunk() -> float:
+    def broker_first() -> float:
         start = time.perf_counter()
         first = 0.0
         for text, _meta in llm.stream_chat_oai(MESSAGES, delta_mode=True):
@@ -176,12 +198,24 @@ def measure_sync_facade(
                 first = time.perf_counter() - start
         return first
 
-    sync_throughput(call, 200, 8)
-    return {
-        "seq": sync_sequential(call, n_seq),
-        "tp": sync_throughput(call, n_tp, 32),
-        "first": sync_sequential(first_chunk, n_seq // 2),
+    sync_throughput(direct_call, 200, 8)
+    sync_throughput(broker_call, 200, 8)
+    seq = alternating_sync([direct_call, broker_call], n_seq)
+    first = alternating_sync([direct_first, broker_first], n_seq // 2)
+    results = {
+        "direct sync": {
+            "seq": seq[0],
+            "first": first[0],
+            "tp": sync_throughput(direct_call, n_tp, 32),
+        },
+        "ByzerLLM (sync)": {
+            "seq": seq[1],
+            "first": first[1],
+            "tp": sync_throughput(broker_call, n_tp, 32),
+        },
     }
+    client.close()
+    return results
 
 
 async def measure_echo(settings: BrokerSettings, alias: str, n: int) -> float:
@@ -260,9 +294,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with private_redis() as settings:
             console.print(f"stub at {base_url}, Redis at {settings.redis_url}")
-            results: dict[str, dict[str, Any]] = {}
-            results["direct async"] = run(measure_direct(base_url, n_seq, n_tp))
-            results["direct sync"] = measure_direct_sync(base_url, n_seq, n_tp)
             spec = DeploySpec(
                 alias="bench_openai",
                 pretrained_model_type="saas/openai",
@@ -275,8 +306,10 @@ def main(argv: list[str] | None = None) -> None:
                 },
             )
             with workers(settings, spec, 1):
-                results["async client"] = run(measure_broker(settings, spec.alias, n_seq, n_tp))
-                results["ByzerLLM (sync)"] = measure_sync_facade(settings, spec.alias, n_seq, n_tp)
+                by_kind = run(measure_async(base_url, settings, spec.alias, n_seq, n_tp))
+                by_kind.update(measure_sync(base_url, settings, spec.alias, n_seq, n_tp))
+            order = ("direct async", "direct sync", "async client", "ByzerLLM (sync)")
+            results = {name: by_kind[name] for name in order}
             echo = DeploySpec(
                 alias="bench_echo", pretrained_model_type="custom/echo", worker_concurrency=512
             )

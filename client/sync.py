@@ -157,6 +157,10 @@ class ByzerLLM(ClientSetup):
         tools: list[Any] | None = None,
         tool_choice: Any = None,
     ) -> Iterator[tuple[str, SingleOutputMeta]]:
+        """See :meth:`AsyncByzerLLM.stream_chat_oai`. The answer is read on the
+        client's loop at most ``loop_thread.READ_AHEAD`` items ahead of this
+        iterator; closing it early (``close()``, or dropping it: a ``break`` out
+        of a ``for`` does) stops the request on its worker."""
         return iterate_sync(
             self.aio.stream_chat_oai(
                 conversations,
