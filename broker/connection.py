@@ -14,9 +14,10 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
-from byzerllm.broker.settings import BrokerSettings
+from byzerllm.broker.settings import BrokerSettings, SentinelTarget
 
 T = TypeVar("T")
 
@@ -35,18 +36,56 @@ def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredi
 
     ``blocking`` clients have no socket read timeout, for XREAD/XREADGROUP
     with BLOCK; the others time out so a dead server is noticed.
+
+    A ``redis+sentinel://`` URL gives a client of the master the Sentinels name:
+    each new connection asks them where the master is, so a process whose
+    connections broke in a failover reconnects to the promoted replica.
     """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": None if blocking else 30.0,
+        "socket_keepalive": True,
+        "health_check_interval": 0 if blocking else 30,
+        "max_connections": None,
+    }
+    target = settings.sentinel
+    if target is not None:
+        return _sentinel_master(target, options, settings.connect_timeout)
     try:
-        return aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.connect_timeout,
-            socket_timeout=None if blocking else 30.0,
-            socket_keepalive=True,
-            health_check_interval=0 if blocking else 30,
-            max_connections=None,
-        )
+        return aioredis.Redis.from_url(settings.redis_url, **options)
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL {settings.safe_url!r}: {exc}") from None
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """redis-py's pool of master connections, which also closes its Sentinel clients
+    when it is closed (redis-py leaves them open)."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # closing, not just dropping connections to an old master
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.connection_pool.disconnect()
+
+
+def _sentinel_master(
+    target: SentinelTarget, options: dict[str, Any], timeout: float
+) -> aioredis.Redis:
+    sentinels = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,  # a Sentinel answers at once, or is of no use
+            "socket_keepalive": True,
+            **target.sentinel_kwargs,
+        },
+    )
+    return sentinels.master_for(
+        target.master,
+        redis_class=aioredis.Redis,
+        connection_pool_class=_SentinelPool,
+        **{**options, **target.master_kwargs},
+    )
 
 
 @contextmanager
@@ -61,15 +100,45 @@ def redis_errors(settings: BrokerSettings) -> Iterator[None]:
             f"Redis at {settings.safe_url} rejected the credentials: {exc}; "
             "check the user and password in --redis_url / BYZERLLM_REDIS_URL"
         ) from exc
+    except MasterNotFoundError as exc:
+        if "AuthenticationError" in str(exc):  # each Sentinel's error is in the text
+            raise BrokerUnavailableError(
+                f"the Sentinels of {settings.safe_url} refused our password (or want one): "
+                "give theirs as ?sentinel_password=... in --redis_url / BYZERLLM_REDIS_URL "
+                "(the URL's user:password@ is the master's)"
+            ) from exc
+        raise BrokerUnavailableError(
+            f"the Sentinels of {settings.safe_url} name no master now (a failover under way, "
+            f"or a wrong master name or Sentinel address): {exc}; retry in a few seconds, or "
+            "fix --redis_url / BYZERLLM_REDIS_URL"
+        ) from exc
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
         raise BrokerUnavailableError(
             f"cannot reach Redis at {settings.safe_url}: {exc}; start Redis there or point "
             "--redis_url / BYZERLLM_REDIS_URL at a running one"
         ) from exc
     except rex.ResponseError as exc:
+        if isinstance(exc, rex.ReadOnlyError) or str(exc).startswith("UNBLOCKED"):
+            raise BrokerUnavailableError(
+                f"Redis at {settings.safe_url} is a replica now, not the master (a failover "
+                f"moved it): {exc}; with a redis+sentinel:// URL byzerllm follows the master"
+            ) from exc
         raise BrokerUnavailableError(
             f"Redis at {settings.safe_url} answered an error: {exc}"
         ) from exc
+
+
+async def reconnect_later(client: aioredis.Redis) -> None:
+    """Drop the client's connections, so that its next command connects afresh.
+
+    For a loop that failed on a server that may have stopped being the master
+    (a demoted master still answers reads): a new connection of a Sentinel
+    URL asks the Sentinels where the master is now.
+    """
+    try:
+        await client.connection_pool.disconnect()
+    except Exception as exc:  # closing what is broken anyway
+        logging.getLogger(__name__).debug("dropping connections failed: %s", exc)
 
 
 async def connect(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:
@@ -91,7 +160,9 @@ async def unless_answer(command: Awaitable[T], *fragments: str, default: T) -> T
     try:
         return await command
     except rex.ResponseError as exc:
-        if any(f in str(exc) for f in fragments):
+        # redis-py strips the error code of the errors it has a class for
+        text = f"NOSCRIPT {exc}" if isinstance(exc, rex.NoScriptError) else str(exc)
+        if any(f in text for f in fragments):
             return default
         raise
 

@@ -17,6 +17,7 @@ key                                    type         content
 ``P:{A}:cancel``                       pub/sub      request ids the clients cancelled
 ``P:{A}:control``                      pub/sub      JSON orders to the workers (drain)
 ``P:{A}:metrics``                      hash         counters and histograms of A (broker.metrics)
+``P:{A}:run:R``                        string       run mark of request R: W runs it, done:W ran it
 ``P:apikeys``                          hash         API key name -> digest (never the key)
 ``P:apikey:{D}``                       hash         API key of digest D: aliases, limits, state
 ``P:apikey:{D}:usage:DAY``             hash         requests, tokens, errors of key D on DAY (UTC)
@@ -102,6 +103,9 @@ class AliasKeys:
     @property
     def metrics(self) -> str:
         return f"{self._base}:metrics"
+
+    def run_mark(self, request_id: str) -> str:
+        return f"{self._base}:run:{request_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ class Request(BaseModel):
     deadline: float | None = None
     attempt: int = 0
     created: float
+    # a copy a client sent again after a Redis failover lost the request: run it only
+    # if no worker runs or ran it (the run marks of broker/run_marks.py)
+    resent: bool = False
 
     @classmethod
     def new(

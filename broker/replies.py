@@ -19,6 +19,7 @@ from byzerllm.broker.keys import AliasKeys, Keys
 from byzerllm.broker.messages import FIELD, encode_replies
 from byzerllm.broker.metrics import MetricsDelta, stage_metrics
 from byzerllm.broker.requests import DEAD_LETTER_LIMIT, stage_acks, stage_dead_letters
+from byzerllm.broker.run_marks import stage_marks
 from byzerllm.broker.state import stage_worker_state
 
 REPLY_TTL = 60  # seconds a reply stream outlives its client
@@ -45,12 +46,13 @@ async def write_batch(
     state: dict[str, str],
     last_work: float | None,
     metrics: MetricsDelta | None = None,
+    marks: dict[str, tuple[str, int]] | None = None,
 ) -> BatchOutcome:
     """Everything a worker has to say, in one round trip, replies first.
 
     ``replies`` maps a client's reply stream to its items (one entry each);
     then dead letters, the acks of finished requests, the worker's state and its
-    metrics' increments.
+    metrics' increments, and run marks (after an outage: broker.run_marks).
     Returns the reply streams that are gone (NOMKSTREAM: their client left)
     and those whose write failed, with the reason (the key is not a stream,
     say): the other writes of the batch went through and must not be sent
@@ -64,6 +66,7 @@ async def write_batch(
     stage_acks(pipe, ak, acks)
     stage_worker_state(pipe, ak, worker_id, state, last_work)
     stage_metrics(pipe, ak, metrics)
+    stage_marks(pipe, ak, marks or {})
     results = await pipe.execute(raise_on_error=False)
     outcome = BatchOutcome()
     for stream, result in zip(streams, results, strict=False):
@@ -112,8 +115,9 @@ class ReplyStream:
         entry_id, _ = await pipe.execute()
         return bytes(entry_id)
 
-    async def read(self, after: bytes, block_ms: int) -> Entries:
-        """Entries after ``after``, blocking up to ``block_ms`` for the first one."""
+    async def read(self, after: bytes, block_ms: int | None) -> Entries:
+        """Entries after ``after``, blocking up to ``block_ms`` for the first one
+        (None: not at all)."""
         response = await self._blocking.xread({self.key: after}, count=1000, block=block_ms)
         return list(response[0][1]) if response else []
 

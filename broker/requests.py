@@ -65,7 +65,8 @@ class Admission:
     async def load(self) -> None:
         self._sha = await self._redis.script_load(SUBMIT_SCRIPT)
 
-    async def submit(self, request: Request) -> None:
+    async def submit(self, request: Request) -> str:
+        """Admit the request; returns its entry id in the alias' request stream."""
         data = encode_request(request)
         limit = self._settings.max_request_bytes
         if len(data) > limit:
@@ -90,10 +91,35 @@ class Admission:
             await self.load()
             result = await call("EVALSHA", self._sha, *args)
         _raise_refusal(request.alias, result)
+        return decoded(result[1])
 
     def cancel(self, alias: str, request_id: str) -> None:
         """Tell the alias' workers to stop a request (nobody waits for the answer)."""
         self._batcher.send("PUBLISH", self._keys.alias(alias).cancel_channel, request_id)
+
+
+async def still_queued(
+    redis: aioredis.Redis, keys: Keys, requests: list[tuple[str, str, str]]
+) -> list[bool]:
+    """For each (alias, entry id, request id): whether the alias' stream still holds
+    that request (waiting, or taken and not finished), in one round trip.
+
+    After a failover, a request the new master lacks was lost with the old one
+    (or finished, and then its final reply is in the reply stream). The entry's
+    request id is compared too: a new master may give a lost entry's id to another.
+    """
+    if not requests:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for alias, entry_id, _ in requests:
+        pipe.xrange(keys.alias(alias).requests, entry_id, entry_id, count=1)
+    found = []
+    for (_, _, request_id), entries in zip(requests, await pipe.execute(), strict=True):
+        try:
+            found.append(bool(entries) and decode_request(entries[0][1]).id == request_id)
+        except ByzerLLMError:  # not ours, whatever it is
+            found.append(False)
+    return found
 
 
 def _raise_refusal(alias: str, result: list[Any]) -> None:

@@ -8,9 +8,11 @@ defaults, so a multi-host setup is configured by one environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.asyncio.connection import parse_url
@@ -66,22 +68,127 @@ def _make_private(folder: Path) -> None:
         folder.chmod(PRIVATE_DIR_MODE)
 
 
-_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
+SENTINEL_PORT = 26379
+SENTINEL_FORM = (
+    "redis+sentinel://[user:password@]host1:26379[,host2:26379,...]/master_name[/db]"
+    "[?sentinel_password=...]"
+)
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error messages."""
+    """The URL with any password replaced, safe for logs and error messages: the one
+    in the user info, and query parameters named ``*password`` (``sentinel_password``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:****@{hosts}"
+    query = "&".join(
+        f"{piece.split('=', 1)[0]}=****"
+        if unquote(piece.split("=", 1)[0]).lower().endswith("password")
+        else piece
+        for piece in parts.query.split("&")
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether ``url`` names Redis through Sentinels (``redis+sentinel://``)."""
+    try:
+        return urlsplit(url).scheme.lower() in SENTINEL_SCHEMES
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A ``redis+sentinel://`` URL taken apart: the Sentinels to ask, the name of the
+    master they watch, and how to log in to each.
+
+    The URL's user and password are the master's (and its replicas'); Sentinels
+    that want a password of their own get it from ``?sentinel_password=`` (and
+    ``?sentinel_username=``). Other query parameters are redis-py's, as in a
+    ``redis://`` URL, and apply to the master (TLS options to both).
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    master_kwargs: dict[str, Any]  # redis-py's connection options: db, password, ssl, ...
+    sentinel_kwargs: dict[str, Any]
+
+
+def _sentinel_address(host: str, bad: Callable[[str], ConfigurationError]) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port``) of one Sentinel; the port defaults to 26379."""
+    try:
+        address = urlsplit(f"//{host.strip()}")
+        port = address.port or SENTINEL_PORT
+    except ValueError as exc:
+        raise bad(f"sentinel address {host!r}: {exc}") from None
+    if not address.hostname:
+        raise bad(f"sentinel address {host!r} has no host")
+    return address.hostname, port
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Take a Sentinel URL apart; a ConfigurationError names what is wrong and the form."""
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"bad Redis Sentinel URL {mask_url(url)!r}: {why}; the form is {SENTINEL_FORM}, "
+            "e.g. redis+sentinel://:password@10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+        )
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    tls = parts.scheme.lower() == "rediss+sentinel"
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    sentinels = [_sentinel_address(host, bad) for host in hostlist.split(",")]
+    path = [unquote(p) for p in parts.path.strip("/").split("/") if p]
+    if not path:
+        raise bad("no master name (the name in the Sentinels' `sentinel monitor` line)")
+    if len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise bad(f"the path must be /master_name or /master_name/db, not {parts.path!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sentinel_kwargs: dict[str, Any] = {}
+    rest = []
+    for name, value in query:
+        if name in ("sentinel_password", "sentinel_username"):
+            if value:
+                sentinel_kwargs[name.removeprefix("sentinel_")] = value
+        elif name.startswith("sentinel_"):
+            raise bad(f"unknown parameter {name!r} (sentinel_password, sentinel_username)")
+        else:
+            rest.append((name, value))
+    # the master's options as redis-py reads a plain URL of the same user, db and query
+    host = "master.invalid"  # where the master is, only the Sentinels say
+    plain = urlunsplit(
+        (
+            "rediss" if tls else "redis",
+            f"{userinfo}@{host}" if at else host,
+            f"/{path[1] if len(path) == 2 else 0}",
+            urlencode(rest),
+            "",
+        )
+    )
+    try:
+        master_kwargs: dict[str, Any] = dict(parse_url(plain))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    for name in ("host", "port", "connection_class"):
+        master_kwargs.pop(name, None)
+    if tls:  # TLS to the master and to the Sentinels, with the same certificates
+        master_kwargs["ssl"] = True
+        sentinel_kwargs.update({k: v for k, v in master_kwargs.items() if k.startswith("ssl")})
+    return SentinelTarget(tuple(sentinels), path[0], master_kwargs, sentinel_kwargs)
 
 
 class BrokerSettings(BaseModel):
@@ -98,6 +205,9 @@ class BrokerSettings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _check_url(cls, url: str) -> str:
+        if is_sentinel_url(url):  # several hosts, not one host and port
+            parse_sentinel_url(url)
+            return url
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -129,6 +239,13 @@ class BrokerSettings(BaseModel):
     @property
     def safe_url(self) -> str:
         return mask_url(self.redis_url)
+
+    @property
+    def sentinel(self) -> SentinelTarget | None:
+        """The Sentinels and master name of a ``redis+sentinel://`` URL; None for others."""
+        if not is_sentinel_url(self.redis_url):
+            return None
+        return parse_sentinel_url(self.redis_url)
 
     @classmethod
     def from_env(

@@ -103,9 +103,15 @@ async def heartbeat(
     ttl: float,
     free_slots: int,
     held_entries: Sequence[str],
-) -> None:
+) -> str:
     """Stay alive for ``ttl`` seconds, and keep the entries we hold from looking idle
-    (so live peers do not claim them)."""
+    (so live peers do not claim them).
+
+    Returns the server's replication id (``master_replid``; empty where INFO is
+    not allowed): it changes when Redis restarts or a replica is promoted, so a
+    worker learns that writes of its own may have been lost even when it saw no
+    error (a restart between two of its commands).
+    """
     now = time.time()
     pipe = redis.pipeline(transaction=False)
     pipe.zadd(ak.alive, {worker_id: now + ttl})
@@ -113,7 +119,12 @@ async def heartbeat(
     if held_entries:
         held: list[Any] = list(held_entries)
         pipe.xclaim(ak.requests, GROUP, worker_id, 0, held, justid=True)
-    await pipe.execute()
+    pipe.info("replication")
+    *results, info = await pipe.execute(raise_on_error=False)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return str(info.get("master_replid", "")) if isinstance(info, dict) else ""
 
 
 def stage_worker_state(

@@ -31,7 +31,8 @@ def redis_url_options(fn: F) -> F:
         "--redis_url",
         envvar="BYZERLLM_REDIS_URL",
         default=None,
-        help="Redis URL (default redis://127.0.0.1:6379/0, or BYZERLLM_REDIS_URL).",
+        help="Redis URL (default redis://127.0.0.1:6379/0, or BYZERLLM_REDIS_URL); "
+        "redis+sentinel://host1:26379,host2:26379/master_name for Sentinel.",
     )
     @functools.wraps(fn)
     def wrapper(*args: Any, redis_url: str | None, ray_address: str | None, **kw: Any) -> Any:

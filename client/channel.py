@@ -17,7 +17,13 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from byzerllm.broker.batcher import CommandBatcher
-from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
+from byzerllm.broker.connection import (
+    OutageLog,
+    connect,
+    raise_if_cancelling,
+    reconnect_later,
+    redis_errors,
+)
 from byzerllm.broker.errors import (
     BrokerUnavailableError,
     ByzerLLMError,
@@ -28,9 +34,16 @@ from byzerllm.broker.errors import (
     error_from_wire,
 )
 from byzerllm.broker.keys import Keys
-from byzerllm.broker.messages import Reply, ReplyType, Request, RequestKind, decode_replies
+from byzerllm.broker.messages import (
+    FINAL_TYPES,
+    Reply,
+    ReplyType,
+    Request,
+    RequestKind,
+    decode_replies,
+)
 from byzerllm.broker.replies import ReplyStream
-from byzerllm.broker.requests import Admission
+from byzerllm.broker.requests import Admission, still_queued
 from byzerllm.broker.settings import BrokerSettings
 
 if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
@@ -42,15 +55,40 @@ TRIM_EVERY = 256  # reply entries read between two trims of the reply stream
 # seconds between two checks that the reply stream still exists (and pushes of its
 # expiry): a stream lost with Redis' data is noticed this soon, not at the deadline
 KEEP_ALIVE_EVERY = 5.0
+# seconds between the reader's recovery from an outage and its check for requests the
+# (new) master lost: time for workers to reconnect and write their run marks first
+RESEND_AFTER = 3.0
 
 
 class Call:
-    """One in-flight request as the reader sees it; ``owner`` is the client that made it."""
+    """One in-flight request as the reader sees it; ``owner`` is the client that made it.
 
-    __slots__ = ("rid", "alias", "queue", "attempt", "deadline", "owner")
+    It keeps its request and entry id until it ends, to send it again should a
+    failover lose it (:meth:`RequestChannel._resend_lost`), and the next reply
+    number it expects, to drop a reply written twice and notice lost ones.
+    """
+
+    __slots__ = (
+        "rid",
+        "alias",
+        "queue",
+        "attempt",
+        "deadline",
+        "owner",
+        "request",
+        "entry_id",
+        "ended",
+        "_seq_attempt",
+        "_next_seq",
+    )
 
     def __init__(
-        self, rid: str, alias: str, deadline: float | None, owner: object | None = None
+        self,
+        rid: str,
+        alias: str,
+        deadline: float | None,
+        owner: object | None = None,
+        request: Request | None = None,
     ) -> None:
         self.rid = rid
         self.alias = alias
@@ -58,6 +96,25 @@ class Call:
         self.owner = owner
         self.attempt = 0
         self.queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self.request = request
+        self.entry_id = ""
+        self.ended = False  # its final reply (or an error of ours) is queued
+        self._seq_attempt = 0
+        self._next_seq = 0
+
+    def in_order(self, item: Reply) -> bool | None:
+        """True for the next reply; False for one already passed on (a worker wrote
+        it again after a failover); None when replies before it were lost. Errors
+        always pass: an undeploy or a peer may answer a request at any point."""
+        if item.type is ReplyType.ERROR:
+            return True
+        if item.attempt != self._seq_attempt:  # a new attempt numbers its replies anew
+            self._seq_attempt, self._next_seq = item.attempt, item.seq + 1
+            return True
+        if item.seq < self._next_seq:
+            return False
+        expected, self._next_seq = self._next_seq, item.seq + 1
+        return True if item.seq == expected else None
 
 
 class RequestChannel:
@@ -133,6 +190,7 @@ class RequestChannel:
         ended = Reply(
             rid=call.rid, seq=-1, type=ReplyType.ERROR, data=err.to_wire(), attempt=call.attempt
         )
+        call.ended = True
         call.queue.put_nowait(ended)
 
     def _end_all(self, reason: str) -> None:
@@ -183,11 +241,11 @@ class RequestChannel:
         if not self._started:
             await self.start()
         request = Request.new(alias, kind, payload, self.reply_key, timeout, request_id)
-        call = Call(request.id, alias, request.deadline, owner)
+        call = Call(request.id, alias, request.deadline, owner, request)
         self._calls[request.id] = call
         try:
             with redis_errors(self.settings):
-                await self._admission.submit(request)
+                call.entry_id = await self._admission.submit(request)
         except BaseException:
             self._calls.pop(request.id, None)
             raise
@@ -249,21 +307,30 @@ class RequestChannel:
         last_refresh = time.monotonic()
         outage = OutageLog(log, "reading replies")
         failures = 0
+        resend_at: float | None = None  # when to look for requests an outage lost
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             try:
                 with redis_errors(self.settings):
                     entries = await self._replies.read(self._last_id, block_ms=1000)
+                    if resend_at is not None and time.monotonic() >= resend_at:
+                        resend_at = None
+                        if entries:
+                            self._dispatch(entries)
+                            entries = []
+                        await self._resend_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
                 outage.failed(exc)  # said once; retried with backoff until Redis is back
+                await reconnect_later(self._blocking)  # asks the Sentinels where the master is
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
                 continue
-            if outage.down:  # Redis is back: it may have come back empty
+            if outage.down:  # Redis is back: it may have come back empty, or be a new master
                 last_refresh = 0.0
+                resend_at = time.monotonic() + RESEND_AFTER
             outage.recovered()
             failures = 0
             if entries:
@@ -271,6 +338,47 @@ class RequestChannel:
             if time.monotonic() - last_refresh > KEEP_ALIVE_EVERY:
                 last_refresh = time.monotonic()
                 await self._refresh()
+
+    async def _resend_lost(self) -> None:
+        """Send again, under the same id, each call's request that Redis no longer holds
+        and whose answer did not come: a failover lost it with the old master.
+
+        Whether the stream holds each request is asked first; then every reply
+        written before that question is read (and dispatched), so a request that
+        finished meanwhile is not taken for lost. A worker that takes a re-sent
+        copy runs it only if no worker runs or ran it (broker.run_marks): nothing
+        is paid for twice.
+        """
+        # (a call still being submitted has no entry id yet: it hears how that went)
+        calls = [c for c in self._calls.values() if c.entry_id and not c.ended and c.request]
+        if not calls:
+            return
+        held = await still_queued(
+            self._redis, self.keys, [(c.alias, c.entry_id, c.rid) for c in calls]
+        )
+        while entries := await self._replies.read(self._last_id, block_ms=None):
+            self._dispatch(entries)
+        for call, queued in zip(calls, held, strict=True):
+            if queued or call.ended or self._calls.get(call.rid) is not call:
+                continue
+            assert call.request is not None
+            copy = call.request.model_copy(update={"attempt": call.attempt + 1, "resent": True})
+            try:
+                call.entry_id = await self._admission.submit(copy)
+            except BrokerUnavailableError:
+                raise  # another outage: looked at again after it
+            except ByzerLLMError as exc:  # refused now: no live worker, overloaded, ...
+                self._calls.pop(call.rid, None)
+                self._end(call, exc)
+                continue
+            log.warning("request %s for %r lost in a failover: sent again", call.rid, call.alias)
+
+    def _lost_replies(self, call: Call) -> BrokerUnavailableError:
+        return BrokerUnavailableError(
+            f"request {call.rid} for {call.alias!r} lost part of its answer: replies written "
+            "to a Redis master that failed before its replica had them (a Sentinel failover); "
+            "the answer would have a hole: retry it"
+        )
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         calls = self._calls
@@ -286,10 +394,18 @@ class RequestChannel:
                 continue
             for item in replies:
                 call = calls.get(item.rid)
-                if call is None or item.attempt < call.attempt:
+                if call is None or item.attempt < call.attempt or call.ended:
                     continue  # finished, cancelled, or from a worker presumed dead
+                in_order = call.in_order(item)
+                if in_order is None:
+                    self.cancel(call)
+                    self._end(call, self._lost_replies(call))
+                    continue
+                if not in_order:
+                    continue  # written twice: the worker sent again what Redis had taken
                 if item.type is ReplyType.RETRY:
                     call.attempt = item.attempt
+                call.ended = item.type in FINAL_TYPES
                 call.queue.put_nowait(item)
         # consumed entries are of no further use: keep the stream short, but
         # without a command per reply

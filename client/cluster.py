@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.settings import (
     DEFAULT_REDIS_URL,
+    SENTINEL_SCHEMES,
     BrokerSettings,
     mask_url,
     process_default,
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # what the original accepted for "find the cluster from the environment"
 _FROM_ENVIRONMENT = (None, "", "auto")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 
 
 def _check_address(address: str) -> None:
@@ -53,7 +54,8 @@ def _check_address(address: str) -> None:
 def connect_cluster(address: str | None = None, **ignored: Any) -> BrokerSettings:
     """Use the Redis at ``address`` for every client built afterwards without a URL.
 
-    ``address`` is a ``redis://``, ``rediss://`` or ``unix://`` URL; ``None``
+    ``address`` is a ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``
+    URL (docs/high-availability.md); ``None``
     or ``"auto"`` reads ``BYZERLLM_REDIS_URL`` (default
     ``redis://127.0.0.1:6379/0``). The original's other arguments
     (``java_home``, ``code_search_path``, ``init_options``, ...) configured

@@ -26,7 +26,7 @@ def _pattern(documented: str, prefix: str) -> re.Pattern[str]:
     """``P:{A}:worker:W`` -> a regex for real key names under ``prefix``."""
     out = re.escape(documented)
     out = out.replace(re.escape("{A}"), r"\{[^}]+\}")
-    for name in ("W", "N", "C"):
+    for name in ("W", "N", "C", "R"):
         out = re.sub(rf"(?<=:){name}(?=:|$)", r"[^:]+", out)
     return re.compile("^" + out.replace("P", re.escape(prefix), 1) + "$")
 

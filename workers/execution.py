@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from byzerllm.broker.errors import BackendError, ByzerLLMError, RequestTimeoutError
@@ -29,8 +29,10 @@ from byzerllm.workers.backend import Backend, ChatTally, content_text, wants_pre
 
 log = logging.getLogger(__name__)
 
-# (text, reasoning, audio, tool-call fragments or None) of a streamed piece
-OnDelta = Callable[[str, str, bytes, list[dict[str, Any]] | None], None]
+# (text, reasoning, audio, tool-call fragments or None) of a streamed piece; a receiver
+# that needs the generation to pause until the piece has left (the reply writer, for a
+# request's first piece) returns an awaitable, else None
+OnDelta = Callable[[str, str, bytes, list[dict[str, Any]] | None], Awaitable[None] | None]
 Final = tuple[ReplyType, dict[str, Any]]
 
 
@@ -86,12 +88,16 @@ class Execution:
                 payload = continuing(payload)
                 notes["continued_from"] = len(payload.continue_from)
                 if payload.stream and on_delta is not None:
-                    on_delta(payload.continue_from, "", b"", None)
+                    sent = on_delta(payload.continue_from, "", b"", None)
+                    if sent is not None:
+                        await sent
             else:
                 notes["restarted"] = True
         async for chunk in self.backend.run_chat(payload):
             if tally.add(chunk) and payload.stream and on_delta is not None:
-                on_delta(chunk.text, chunk.reasoning, chunk.audio, chunk.tool_call_fragments)
+                sent = on_delta(chunk.text, chunk.reasoning, chunk.audio, chunk.tool_call_fragments)
+                if sent is not None:
+                    await sent
         return tally.end_data(request.id, payload.stream, **self._extra, **notes)
 
     async def _embed(self, request: Request) -> dict[str, Any]:

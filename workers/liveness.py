@@ -3,7 +3,11 @@
 Every ``heartbeat_interval`` the worker renews its place in the alias' alive
 set and touches the entries it holds (so peers see them as busy, not stale);
 it then claims entries nobody touched for ``claim_idle`` (their worker is
-dead) as retries, and now and then forgets peers that died long ago.
+dead) as retries, and now and then forgets peers that died long ago. The
+first beat after an outage also writes the worker's run marks (what it runs
+and ran lately, which a failover may have lost), and claims wait another
+``claim_idle``: entries that went untouched because Redis was away are not
+stale, their workers touch them again once they are back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from byzerllm.broker import replies, requests, state
+from byzerllm.broker import replies, requests, run_marks, state
 from byzerllm.broker.connection import OutageLog, raise_if_cancelling, redis_errors
 from byzerllm.broker.errors import BrokerUnavailableError
 from byzerllm.broker.keys import AliasKeys
@@ -59,6 +63,7 @@ class Liveness:
         claiming: Callable[[], bool],
         reply_streams: Callable[[], set[str]],
         clients_gone: Callable[[set[str]], None],
+        after_outage: Callable[[], dict[str, tuple[str, int]]] = dict,
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -71,9 +76,11 @@ class Liveness:
         self._claiming = claiming
         self._reply_streams = reply_streams
         self._clients_gone = clients_gone
+        self._after_outage = after_outage  # the worker's run marks to write then
 
-    async def beat(self) -> None:
-        await state.heartbeat(
+    async def beat(self) -> str:
+        """One heartbeat; returns the server's replication id (see state.heartbeat)."""
+        return await state.heartbeat(
             self._redis,
             self._ak,
             self._worker_id,
@@ -86,13 +93,23 @@ class Liveness:
         """Beat, claim and sweep until cancelled; a Redis outage is logged once."""
         beats = 0
         outage = OutageLog(log, "heartbeat")
+        claim_from = 0.0  # after an outage, peers get claim_idle to touch their entries again
+        server = ""  # the replication id of the Redis we beat on
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             await asyncio.sleep(self._timing.heartbeat_interval)
             try:
                 with redis_errors(self._settings):
-                    await self.beat()
-                    if self._claiming():
+                    replid = await self.beat()
+                    moved = bool(server and replid) and replid != server
+                    server = replid or server
+                    if outage.down or moved:
+                        # back, or on a restarted Redis or a promoted replica: before any
+                        # claim, say what we run and ran, so that no peer runs it again
+                        marks = self._after_outage()
+                        await run_marks.write_marks(self._redis, self._ak, marks)
+                        claim_from = time.monotonic() + self._timing.claim_idle
+                    if self._claiming() and time.monotonic() >= claim_from:
                         await self._claim_stale()
                     beats += 1
                     if beats % CLIENTS_EVERY == 0:

@@ -3,8 +3,13 @@
 Everything a worker has to say goes through one writer task. While a
 pipeline is in flight, new deltas of a request are appended to its unsent
 delta, so a backend faster than Redis produces fewer, larger entries; when
-nothing is in flight the next entry leaves at once, so the first token is
-never held back. A request's final reply and its XACK travel in the same
+nothing is in flight the next entry leaves at once. A request's first delta
+is never held back: a backend that hands over a whole answer at once (a
+vendor's stream already in the socket buffer) would otherwise be read to its
+end before the writer task ran, and the first token would leave with the
+last, so :meth:`ReplyWriter.delta` asks the generation to wait until the
+writer has sent it (when the writer is idle; under load it coalesces as
+any delta does). A request's final reply and its XACK travel in the same
 pipeline, final reply first: an acked request always has its answer written.
 """
 
@@ -51,8 +56,13 @@ class ReplyWriter:
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._open_delta: dict[str, dict[str, Any]] = {}
         self._seq: dict[str, int] = {}
+        self._delta_sent: set[str] = set()  # requests whose first delta is queued
+        self._flushing = False  # a pipeline is in flight
+        # generations waiting until the next pipeline has left (their first delta in it)
+        self._first_waiters: list[asyncio.Future[None]] = []
         self._acks: list[str] = []
         self._dead: list[dict[str, Any]] = []
+        self._marks: dict[str, tuple[str, int]] = {}  # run marks: request id -> (value, ttl)
         self._state: dict[str, str] = {}
         self._lru: dict[str, float] = {}
         self._last_state_write = 0.0
@@ -86,7 +96,11 @@ class ReplyWriter:
         reasoning: str,
         audio: bytes = b"",
         tool_calls: list[dict[str, Any]] | None = None,
-    ) -> None:
+    ) -> asyncio.Future[None] | None:
+        """Queue a piece of the answer. For a request's first delta while no
+        pipeline is in flight, returns a future that is done once a pipeline
+        carrying it was tried: the generation awaits it, so the first token
+        leaves before the rest of a burst is read."""
         open_delta = self._open_delta.get(rid)
         # text after tool-call fragments starts a new entry: a merged one would show it first
         if open_delta is not None and (
@@ -99,7 +113,7 @@ class ReplyWriter:
                 data["audio"] = data.get("audio", b"") + audio
             if tool_calls:
                 join_tool_call_fragments(data.setdefault("tool_calls", []), tool_calls)
-            return
+            return None
         item = reply(
             rid,
             self._next_seq(rid),
@@ -109,6 +123,14 @@ class ReplyWriter:
         )
         self._open_delta[rid] = item
         self._queue(reply_to, item)
+        if rid in self._delta_sent:
+            return None
+        self._delta_sent.add(rid)
+        if self._flushing or self._task is None or self._task.done():
+            return None  # it goes with the next pipeline, coalesced with what comes
+        waiter = asyncio.get_running_loop().create_future()
+        self._first_waiters.append(waiter)
+        return waiter
 
     def notice(
         self, rid: str, reply_to: str, attempt: int, type_: ReplyType, data: dict[str, Any]
@@ -131,6 +153,7 @@ class ReplyWriter:
         if type_ is not None:
             self._queue(reply_to, reply(rid, self._next_seq(rid), type_, data or {}, attempt))
         self._seq.pop(rid, None)
+        self._delta_sent.discard(rid)
         self.ack(entry_id)
 
     def ack(self, entry_id: str) -> None:
@@ -141,6 +164,12 @@ class ReplyWriter:
     def dead_letter(self, entry_id: str, fields: dict[bytes, bytes], reason: str) -> None:
         self._dead.append(dead_letter_entry(entry_id, fields, reason))
         self.ack(entry_id)
+
+    def marks(self, marks: dict[str, tuple[str, int]]) -> None:
+        """Run marks (broker.run_marks) to write with the next flush."""
+        self._marks.update(marks)
+        self._idle.clear()
+        self._wakeup.set()
 
     def state(self, fields: dict[str, str], last_work: float | None = None) -> None:
         """Worker hash fields (and LRU time) to write with the next flush."""
@@ -162,7 +191,7 @@ class ReplyWriter:
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
             state_wait = self._state_wait()
-            if not (self._pending or self._acks or self._dead) and state_wait != 0:
+            if not (self._pending or self._acks or self._dead or self._marks) and state_wait != 0:
                 if state_wait is None:
                     self._idle.set()
                     if self._closing:
@@ -175,6 +204,8 @@ class ReplyWriter:
                     pass
                 continue
             batch = self._take(with_state=state_wait == 0)
+            waiters, self._first_waiters = self._first_waiters, []
+            self._flushing = True
             try:
                 await self._flush(*batch)
             except asyncio.CancelledError:
@@ -183,7 +214,11 @@ class ReplyWriter:
                 raise_if_cancelling()
                 log.warning("writing replies failed, retrying: %s", exc)
                 self._put_back(*batch)
+                _release(waiters)  # a generation never waits out an outage
                 await asyncio.sleep(0.5)
+            finally:
+                self._flushing = False
+                _release(waiters)
 
     def _take(self, with_state: bool) -> tuple[Any, ...]:
         state: dict[str, str] = {}
@@ -193,8 +228,8 @@ class ReplyWriter:
             state, lru, self._state, self._lru = self._state, self._lru, {}, {}
             metrics = self.metrics.take()
             self._last_state_write = time.monotonic()
-        batch = (self._pending, self._acks, self._dead, state, lru, metrics)
-        self._pending, self._acks, self._dead = {}, [], []
+        batch = (self._pending, self._acks, self._dead, state, lru, metrics, self._marks)
+        self._pending, self._acks, self._dead, self._marks = {}, [], [], {}
         self._open_delta.clear()
         return batch
 
@@ -206,6 +241,7 @@ class ReplyWriter:
         state: dict[str, str],
         lru: dict[str, float],
         metrics: MetricsDelta | None,
+        marks: dict[str, tuple[str, int]],
     ) -> None:
         for stream, items in pending.items():
             self._pending[stream] = items + self._pending.get(stream, [])
@@ -214,6 +250,7 @@ class ReplyWriter:
         self._state = {**state, **self._state}
         self._lru = {**lru, **self._lru}
         self.metrics.put_back(metrics)
+        self._marks = {**marks, **self._marks}
 
     async def _flush(
         self,
@@ -223,6 +260,7 @@ class ReplyWriter:
         state: dict[str, str],
         lru: dict[str, float],
         metrics: MetricsDelta | None,
+        marks: dict[str, tuple[str, int]],
     ) -> None:
         outcome = await write_batch(
             self._redis,
@@ -234,6 +272,7 @@ class ReplyWriter:
             state,
             lru.get(self._worker_id),
             metrics,
+            marks,
         )
         for stream in outcome.gone:  # the client's reply stream expired: it left
             for item in pending[stream]:
@@ -265,3 +304,9 @@ class ReplyWriter:
                 await self._task
             except asyncio.CancelledError:
                 pass
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)

@@ -20,11 +20,18 @@ import signal
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from byzerllm.broker import deployments, requests, state
-from byzerllm.broker.connection import OutageLog, connect, raise_if_cancelling, redis_errors
+from byzerllm.broker import deployments, requests, run_marks, state
+from byzerllm.broker.connection import (
+    OutageLog,
+    connect,
+    raise_if_cancelling,
+    reconnect_later,
+    redis_errors,
+)
 from byzerllm.broker.errors import (
     BackendLoadError,
     BrokerUnavailableError,
@@ -57,6 +64,7 @@ class _InFlight:
     entry_id: str
     task: asyncio.Task[None]
     cancelled_by_client: bool = False
+    running: bool = True  # False while a retry or re-sent copy waits for its run mark
 
 
 class Worker:
@@ -90,6 +98,9 @@ class Worker:
         self._in_read = False
         self._cancelled_read = False
         self._early_cancels: dict[str, float] = {}
+        # request id -> when it ran to its end, for DONE_TTL: the run marks of broker.run_marks
+        self._finished: OrderedDict[str, float] = OrderedDict()
+        self._marked: set[str] = set()  # running requests whose run mark was written
         self._total = 0
         self._last_work = 0.0
         self._started = time.time()
@@ -136,6 +147,7 @@ class Worker:
             claiming=lambda: not self._stopping.is_set(),
             reply_streams=lambda: {f.request.reply_to for f in self._inflight.values()},
             clients_gone=self._clients_gone,
+            after_outage=self._after_outage,
         )
         orders = Orders(
             self._redis,
@@ -264,6 +276,7 @@ class Worker:
             except BrokerUnavailableError as exc:
                 raise_if_cancelling()
                 outage.failed(exc)
+                await reconnect_later(self._reader)  # ask the Sentinels where the master is
                 await asyncio.sleep(0.5)
                 continue
             finally:
@@ -301,7 +314,10 @@ class Worker:
             log.warning("dead-lettering request %s: %s", entry_id, reason)
             self._writer.dead_letter(entry_id, fields, reason)
             return
-        if request.id in self._inflight:  # our own entry came back by a claim
+        flight = self._inflight.get(request.id)
+        if flight is not None:  # our own entry came back by a claim: we run it
+            if request.resent and flight.entry_id != entry_id:  # a copy: we answer it
+                self._writer.ack(entry_id)
             return
         size = len(fields.get(FIELD, b""))
         if size > self.settings.max_request_bytes:  # the worker's limit holds whatever sent it
@@ -321,24 +337,25 @@ class Worker:
             )
             return
         if retry:
-            self._writer.metrics.retried()
             request = request.model_copy(update={"attempt": request.attempt + 1})
-            self._writer.notice(
-                request.id,
-                request.reply_to,
-                request.attempt,
-                ReplyType.RETRY,
-                {"attempt": request.attempt},
-            )
         if request.id in self._early_cancels:
             self._writer.metrics.record_reply(request, None, {}, 0.0)
             self._writer.finish(request.id, request.reply_to, request.attempt, entry_id, None)
             return
+        # a retry, or a copy re-sent after a failover, runs only if nobody runs or ran it
+        checked = retry or request.resent
+        task = asyncio.get_running_loop().create_task(self._serve(request, entry_id, checked))
+        self._inflight[request.id] = _InFlight(request, entry_id, task, running=not checked)
+        task.add_done_callback(functools.partial(self._done, request.id))
+        if checked:
+            self._writer.state(state.hash_fields(free_slots=self.free_slots))
+        else:
+            self._count_run()
+
+    def _count_run(self) -> None:
+        """A request starts running here: counted, and the LRU time moves."""
         self._total += 1
         self._last_work = time.time()
-        task = asyncio.get_running_loop().create_task(self._serve(request, entry_id))
-        self._inflight[request.id] = _InFlight(request, entry_id, task)
-        task.add_done_callback(functools.partial(self._done, request.id))
         self._writer.state(
             state.hash_fields(
                 free_slots=self.free_slots,
@@ -350,20 +367,23 @@ class Worker:
 
     def _done(self, rid: str, _task: object = None) -> None:
         self._inflight.pop(rid, None)
+        self._marked.discard(rid)
         self._slot_freed.set()
         self._writer.state(state.hash_fields(free_slots=self.free_slots))
 
     # -- serving one request -----------------------------------------------------------
 
-    async def _serve(self, request: Request, entry_id: str) -> None:
+    async def _serve(self, request: Request, entry_id: str, checked: bool = False) -> None:
         rid, to, attempt = request.id, request.reply_to, request.attempt
         writer = self._writer
+        if checked and not await self._claim_run(request, entry_id):
+            return
         taken = time.perf_counter()
 
         def on_delta(
             text: str, reasoning: str, audio: bytes, tool_calls: list[dict[str, Any]] | None
-        ) -> None:
-            writer.delta(rid, to, attempt, text, reasoning, audio, tool_calls)
+        ) -> asyncio.Future[None] | None:
+            return writer.delta(rid, to, attempt, text, reasoning, audio, tool_calls)
 
         try:
             type_, data = await self.execution.run(request, on_delta)
@@ -372,10 +392,77 @@ class Worker:
             if flight is not None and flight.cancelled_by_client:
                 writer.metrics.record_reply(request, None, {}, time.perf_counter() - taken)
                 writer.finish(rid, to, attempt, entry_id, None)
+                self._ran(rid, checked)
             # else: shutting down; the entry stays pending for a peer
             raise
         writer.metrics.record_reply(request, type_, data, time.perf_counter() - taken)
         writer.finish(rid, to, attempt, entry_id, type_, data)
+        self._ran(rid, checked)
+
+    async def _claim_run(self, request: Request, entry_id: str) -> bool:
+        """Whether this worker runs a claimed retry or a re-sent copy (its run mark,
+        broker.run_marks); if so, the client hears that the request starts over."""
+        rid, to, attempt = request.id, request.reply_to, request.attempt
+        try:
+            with redis_errors(self.settings):
+                verdict, holder = await run_marks.claim(
+                    self._redis, self.keys, rid, self.worker_id, run_marks.ttl_for(request.deadline)
+                )
+        except BrokerUnavailableError as exc:  # left pending: claimed again once Redis is back
+            log.warning("could not check who runs request %s: %s", rid, exc)
+            return False
+        if verdict is run_marks.Claim.ELSEWHERE:
+            # left pending, untouched: claimed (and checked) again until that worker ends
+            log.info("request %s runs on worker %s; this copy waits", rid, holder)
+            return False
+        if verdict is run_marks.Claim.DONE:
+            err = BrokerUnavailableError(
+                f"request {rid} for {request.alias!r} already ran on worker {holder}, and its "
+                "answer was lost in a Redis failover; it is not run twice: send it again as "
+                "a new request"
+            )
+            self._writer.finish(rid, to, attempt, entry_id, ReplyType.ERROR, err.to_wire())
+            return False
+        flight = self._inflight.get(rid)
+        if flight is not None:
+            flight.running = True
+        self._count_run()
+        self._writer.metrics.retried()
+        self._writer.notice(rid, to, attempt, ReplyType.RETRY, {"attempt": attempt})
+        return True
+
+    def _ran(self, rid: str, checked: bool) -> None:
+        """Remember that ``rid`` ran to its end here, for the run marks written after an
+        outage; a run whose mark exists (it claimed it, or wrote it after an outage)
+        turns it into a done mark at once, so a copy waiting on it is answered."""
+        now = time.monotonic()
+        self._finished[rid] = now
+        self._finished.move_to_end(rid)
+        while self._finished and next(iter(self._finished.values())) < now - run_marks.DONE_TTL:
+            self._finished.popitem(last=False)
+        if checked or rid in self._marked:
+            self._writer.marks({rid: run_marks.done(self.worker_id)})
+
+    def _after_outage(self) -> dict[str, tuple[str, int]]:
+        """Back from an outage, perhaps on a promoted replica that lacks our latest
+        writes: our counters are written again, and the run marks of what we run and
+        ran lately (broker.run_marks) are returned for the heartbeat to write."""
+        self._writer.state(
+            state.hash_fields(
+                free_slots=self.free_slots,
+                total_requests=self._total,
+                last_work_time=self._last_work,
+            ),
+            last_work=self._last_work or None,
+        )
+        horizon = time.monotonic() - run_marks.DONE_TTL
+        done = run_marks.done(self.worker_id)
+        marks = {rid: done for rid, at in self._finished.items() if at > horizon}
+        for rid, flight in self._inflight.items():
+            if flight.running:
+                marks[rid] = run_marks.running(self.worker_id, flight.request.deadline)
+                self._marked.add(rid)
+        return marks
 
     # -- cancellation and client loss ------------------------------------------------
 
