@@ -29,7 +29,7 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
+        self.proc = _launch(
             [
                 redis_server_binary(),
                 "--port",
@@ -48,26 +48,14 @@ class RedisServer:
                 os.path.join(self.dir, "redis.log"),
                 *self.extra,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            "redis-server",
+            self.port,
+            self.dir,
         )
-        for _ in range(200):
-            if is_listening("127.0.0.1", self.port, timeout=0.2):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _stop(self.proc, self.dir)
 
 
 class SentinelServer:
@@ -94,25 +82,32 @@ class SentinelServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SentinelServer:
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), self.config, "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            if is_listening("127.0.0.1", self.port, timeout=0.2):
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server --sentinel did not start on port {self.port}")
+        argv = [redis_server_binary(), self.config, "--sentinel"]
+        self.proc = _launch(argv, "redis-server --sentinel", self.port, self.dir)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _stop(self.proc, self.dir)
+
+
+def _launch(argv: list[str], what: str, port: int, folder: str) -> subprocess.Popen[bytes]:
+    """Start ``argv`` and wait until it listens on ``port``; ``folder`` goes if it fails."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if is_listening("127.0.0.1", port, timeout=0.2):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    _stop(proc, folder)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, folder: str) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(folder, ignore_errors=True)
