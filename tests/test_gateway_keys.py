@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,41 +30,17 @@ from byzerllm.broker.api_keys import day_of, digest_of  # noqa: E402
 from byzerllm.broker.keys import Keys  # noqa: E402
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
 from byzerllm.cli.main import byzerllm_cli  # noqa: E402
-from byzerllm.client.gateway import create_app  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
+from tests.test_gateway import Gateway as ServedGateway  # noqa: E402
 from tests.waiting import until_sync  # noqa: E402
 
 MASTER = "sk-master-for-the-key-tests-0123456789"
 CLI = "from byzerllm.cli.main import byzerllm_cli; byzerllm_cli()"
 
 
-class Gateway:
-    """The gateway app served by uvicorn in a thread of its own."""
-
-    def __init__(self, settings: BrokerSettings, master_key: str | None = MASTER) -> None:
-        self.port = free_port()
-        app = create_app(settings, master_key=master_key)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> Gateway:
-        self.thread.start()
-        until_sync(
-            lambda: self.server.started or not self.thread.is_alive(), "the gateway to listen"
-        )
-        assert self.server.started, "the gateway did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+def Gateway(settings: BrokerSettings, master_key: str | None = MASTER) -> ServedGateway:
+    """A gateway served in a thread, with these tests' master key by default."""
+    return ServedGateway(settings, master_key)
 
 
 def env_of(settings: BrokerSettings, **extra: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,8 +40,8 @@ from byzerllm.broker.metrics import (  # noqa: E402
     read_metrics,
 )
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
-from byzerllm.client.gateway import create_app  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
+from tests.test_gateway import Gateway as ServedGateway  # noqa: E402
 from tests.waiting import until, until_sync  # noqa: E402
 
 KEY = "sk-metrics-test-0123456789"
@@ -237,30 +236,9 @@ def test_recorder_keeps_increments_whose_write_failed():
 # -- Prometheus: the gateway's /metrics and `byzerllm metrics` ----------------------------
 
 
-class Gateway:
-    """A gateway app served by uvicorn in a thread of its own."""
-
-    def __init__(self, settings: BrokerSettings) -> None:
-        self.port = free_port()
-        app = create_app(settings, master_key=KEY)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> Gateway:
-        self.thread.start()
-        until_sync(lambda: self.server.started or not self.thread.is_alive(), "a gateway")
-        assert self.server.started, "the gateway did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+def Gateway(settings: BrokerSettings) -> ServedGateway:
+    """A gateway served in a thread, with these tests' key."""
+    return ServedGateway(settings, KEY)
 
 
 GRAFANA_DASHBOARD = Path(__file__).parent.parent / "monitoring/grafana/dashboards/byzerllm.json"
