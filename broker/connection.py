@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
+from byzerllm.broker.cluster import create_cluster, is_cluster
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.settings import BrokerSettings, SentinelTarget
 
@@ -31,6 +32,17 @@ def awaitable(command: Any) -> Awaitable[Any]:
     return cast(Awaitable[Any], command)
 
 
+def client_options(settings: BrokerSettings, *, blocking: bool = False) -> dict[str, Any]:
+    """redis-py's socket options for our clients (see :func:`create_redis`)."""
+    return {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": None if blocking else 30.0,
+        "socket_keepalive": True,
+        "health_check_interval": 0 if blocking else 30,
+        "max_connections": None,
+    }
+
+
 def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredis.Redis:
     """A client for the settings' URL.
 
@@ -39,18 +51,17 @@ def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredi
 
     A ``redis+sentinel://`` URL gives a client of the master the Sentinels name:
     each new connection asks them where the master is, so a process whose
-    connections broke in a failover reconnects to the promoted replica.
+    connections broke in a failover reconnects to the promoted replica. A
+    ``redis+cluster://`` URL gives redis-py's cluster client (broker.cluster),
+    which follows MOVED answers and failovers by itself.
     """
-    options: dict[str, Any] = {
-        "socket_connect_timeout": settings.connect_timeout,
-        "socket_timeout": None if blocking else 30.0,
-        "socket_keepalive": True,
-        "health_check_interval": 0 if blocking else 30,
-        "max_connections": None,
-    }
+    options = client_options(settings, blocking=blocking)
     target = settings.sentinel
     if target is not None:
         return _sentinel_master(target, options, settings.connect_timeout)
+    nodes = settings.cluster
+    if nodes is not None:
+        return create_cluster(nodes, options)
     try:
         return aioredis.Redis.from_url(settings.redis_url, **options)
     except ValueError as exc:
@@ -135,6 +146,8 @@ async def reconnect_later(client: aioredis.Redis) -> None:
     (a demoted master still answers reads): a new connection of a Sentinel
     URL asks the Sentinels where the master is now.
     """
+    if is_cluster(client):  # it drops and re-reads the slot map itself on errors
+        return
     try:
         await client.connection_pool.disconnect()
     except Exception as exc:  # closing what is broken anyway

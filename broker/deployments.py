@@ -19,7 +19,9 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
+from byzerllm.broker import cluster
 from byzerllm.broker.connection import awaitable
 from byzerllm.broker.errors import ConfigurationError
 from byzerllm.broker.keys import AliasKeys, Keys, decoded
@@ -53,7 +55,9 @@ async def save(
             "managed": "1",
         }
     )
-    pipe = redis.pipeline(transaction=True)
+    # not one transaction: on a cluster the spec (the alias' slot) and the list of
+    # aliases live on different shards. In this order, a listed alias has a spec.
+    pipe = redis.pipeline(transaction=False)
     pipe.hset(ak.spec, mapping=fields)
     pipe.sadd(keys.models, spec.alias)
     await pipe.execute()
@@ -170,20 +174,24 @@ class OrderSubscription:
     """
 
     def __init__(self, redis: aioredis.Redis, ak: AliasKeys) -> None:
-        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self._redis = redis
+        self._pubsub: PubSub | None = None
         self._ak = ak
         self._control = ak.control_channel.encode()
 
     async def __aenter__(self) -> OrderSubscription:
-        await self._pubsub.subscribe(self._ak.cancel_channel, self._ak.control_channel)
+        channels = (self._ak.cancel_channel, self._ak.control_channel)
+        self._pubsub = await cluster.subscribe(self._redis, *channels)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._pubsub.aclose()
+        if self._pubsub is not None:
+            await cluster.close_pubsub(self._pubsub)
 
     async def next(self, timeout: float = 1.0) -> tuple[str, str] | None:
+        assert self._pubsub is not None, "use OrderSubscription in `async with`"
         message = await self._pubsub.get_message(timeout=timeout)
-        if not message or message["type"] != "message":
+        if not message or message["type"] not in ("message", "smessage"):
             return None
         kind = "control" if message["channel"] == self._control else "cancel"
         return kind, decoded(message["data"])
@@ -198,4 +206,5 @@ async def publish_control(
     redis: aioredis.Redis, keys: Keys, alias: str, message: dict[str, Any]
 ) -> None:
     """Tell every worker of the alias (e.g. ``{"op": "drain", "below": 3}``)."""
-    await redis.publish(keys.alias(alias).control_channel, json.dumps(message))
+    command = await cluster.publish_command(redis)
+    await redis.execute_command(command, keys.alias(alias).control_channel, json.dumps(message))

@@ -24,7 +24,7 @@ key                                    type         content
 ``P:apikey:{D}:window:MIN``            hash         requests and tokens of key D in minute MIN
 ``P:nodes``                            set          node agent ids
 ``P:node:N``                           hash         node N: host, cpus, gpus, free capacity
-``P:node:N:queue``                     arq queue    jobs for node N (start workers)
+``P:node:{N}:queue``                   arq queue    jobs for node N (start workers)
 ``P:reply:C``                          stream       replies to client C; expires without C
 ``P:dead``                             stream       malformed reply entries seen by clients
 =====================================  ===========  ==========================================
@@ -165,7 +165,12 @@ class Keys:
         return f"{self.prefix}:node:{node_id}"
 
     def node_queue(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:queue"
+        """arq's queue of node N. It and its jobs' keys (``arq:job:<job id>``, ...) share
+        the hash tag ``{N}``: arq changes them in MULTI/EXEC, one slot on a cluster."""
+        return f"{self.prefix}:node:{{{node_id}}}:queue"
+
+    def node_job_id(self, node_id: str, unique: str) -> str:
+        return f"{self.prefix}:node:{{{node_id}}}:job:{unique}"
 
     @property
     def api_key_names(self) -> str:

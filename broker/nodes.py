@@ -4,7 +4,7 @@ Capacity and liveness live in ``P:node:N``; a node's hash expires
 ``NODE_EXPIRE`` seconds after its agent last reported, so a SIGKILLed agent
 leaves ``byzerllm node list`` by itself.
 
-Jobs for an agent go through arq on ``P:node:N:queue``, with two changes to
+Jobs for an agent go through arq on ``P:node:{N}:queue``, with two changes to
 arq's defaults, both here so that deploy and the agent agree on them:
 
 - Jobs are JSON, never pickles (arq's default serializer): with pickles,
@@ -17,7 +17,8 @@ arq's defaults, both here so that deploy and the agent agree on them:
 arq names its own keys ``arq:job:<id>``, ``arq:result:<id>``,
 ``arq:in-progress:<id>``, ``arq:retry:<id>`` and ``arq:abort`` (module
 constants it offers no setting for); our job ids start with the prefix, so
-those keys read ``arq:job:P:...`` and an ACL can still tell installations apart.
+those keys read ``arq:job:P:node:{N}:job:...``: an ACL can still tell
+installations apart, and on a cluster they share the queue's slot.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from arq.worker import func
 from pydantic import BaseModel
 from redis import exceptions as rex
 
-from byzerllm.broker.connection import OutageLog, awaitable, create_redis, raise_if_cancelling
+from byzerllm.broker.cluster import SlotOwnerPool
+from byzerllm.broker.connection import (
+    OutageLog,
+    awaitable,
+    client_options,
+    create_redis,
+    raise_if_cancelling,
+)
 from byzerllm.broker.keys import Keys, decoded
 from byzerllm.broker.settings import BrokerSettings
 
@@ -136,10 +144,18 @@ def load_job(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def job_queue(settings: BrokerSettings) -> ArqRedis:
-    """arq's client on our own connection pool (the URL parsed by redis-py, as
-    everywhere else), with the JSON serializers."""
-    pool = create_redis(settings).connection_pool
+def job_queue(settings: BrokerSettings, queue_name: str) -> ArqRedis:
+    """arq's client for one queue on our own connection pool (the URL parsed by
+    redis-py, as everywhere else), with the JSON serializers.
+
+    On a cluster it talks to the master of the queue's slot: arq's transactions
+    need one server, and the queue and its jobs' keys share one hash tag.
+    """
+    target = settings.cluster
+    if target is not None:
+        pool: aioredis.ConnectionPool = SlotOwnerPool(target, client_options(settings), queue_name)
+    else:
+        pool = create_redis(settings).connection_pool
     return ArqRedis(pool, job_serializer=dump_job, job_deserializer=load_job)
 
 
@@ -147,18 +163,18 @@ async def enqueue_start_worker(
     settings: BrokerSettings, keys: Keys, node_ids: list[str], alias: str, generation: int
 ) -> None:
     """Ask each node (once per entry) to start a worker of ``alias``."""
-    queue = job_queue(settings)
-    try:
-        for node_id in node_ids:
+    for node_id in node_ids:
+        queue = job_queue(settings, keys.node_queue(node_id))
+        try:
             await queue.enqueue_job(
                 START_WORKER,
                 alias,
                 generation,
                 _queue_name=keys.node_queue(node_id),
-                _job_id=f"{keys.prefix}:{uuid.uuid4().hex}",
+                _job_id=keys.node_job_id(node_id, uuid.uuid4().hex),
             )
-    finally:
-        await queue.aclose(close_connection_pool=True)
+        finally:
+            await queue.aclose(close_connection_pool=True)
 
 
 Hook = Callable[[dict[Any, Any]], Awaitable[None]]
@@ -178,7 +194,7 @@ def job_worker(
     Redis outages ridden out (logged once through ``outage``) instead of fatal."""
     return _OutageProofWorker(
         functions=[func(start_worker, name=START_WORKER)],
-        redis_pool=job_queue(settings),
+        redis_pool=job_queue(settings, keys.node_queue(node_id)),
         queue_name=keys.node_queue(node_id),
         on_startup=on_startup,
         on_shutdown=on_shutdown,

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from byzerllm.broker import cluster
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import unless_answer
 from byzerllm.broker.errors import (
@@ -61,9 +62,11 @@ class Admission:
         self._settings = settings
         self._keys = Keys(settings.prefix)
         self._sha = ""
+        self._publish = "PUBLISH"
 
     async def load(self) -> None:
         self._sha = await self._redis.script_load(SUBMIT_SCRIPT)
+        self._publish = await cluster.publish_command(self._redis)
 
     async def submit(self, request: Request) -> str:
         """Admit the request; returns its entry id in the alias' request stream."""
@@ -95,7 +98,7 @@ class Admission:
 
     def cancel(self, alias: str, request_id: str) -> None:
         """Tell the alias' workers to stop a request (nobody waits for the answer)."""
-        self._batcher.send("PUBLISH", self._keys.alias(alias).cancel_channel, request_id)
+        self._batcher.send(self._publish, self._keys.alias(alias).cancel_channel, request_id)
 
 
 async def still_queued(

@@ -69,12 +69,15 @@ def _make_private(folder: Path) -> None:
 
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 SENTINEL_PORT = 26379
+REDIS_PORT = 6379
 SENTINEL_FORM = (
     "redis+sentinel://[user:password@]host1:26379[,host2:26379,...]/master_name[/db]"
     "[?sentinel_password=...]"
 )
+CLUSTER_FORM = "redis+cluster://[user:password@]host1:6379[,host2:6379,...][/][?options]"
 
 
 def mask_url(url: str) -> str:
@@ -99,12 +102,21 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
 def is_sentinel_url(url: str) -> bool:
     """Whether ``url`` names Redis through Sentinels (``redis+sentinel://``)."""
-    try:
-        return urlsplit(url).scheme.lower() in SENTINEL_SCHEMES
-    except ValueError:
-        return False
+    return _scheme(url) in SENTINEL_SCHEMES
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``)."""
+    return _scheme(url) in CLUSTER_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -124,16 +136,61 @@ class SentinelTarget:
     sentinel_kwargs: dict[str, Any]
 
 
-def _sentinel_address(host: str, bad: Callable[[str], ConfigurationError]) -> tuple[str, int]:
-    """``host[:port]`` (``[v6]:port``) of one Sentinel; the port defaults to 26379."""
+@dataclass(frozen=True)
+class ClusterTarget:
+    """A ``redis+cluster://`` URL taken apart: some of the cluster's nodes (the client
+    learns the rest from them), and how to log in to every node.
+
+    The query parameters are redis-py's, as in a ``redis://`` URL; a cluster has
+    only database 0.
+    """
+
+    nodes: tuple[tuple[str, int], ...]
+    node_kwargs: dict[str, Any]  # redis-py's connection options: password, ssl, ...
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.node_kwargs.get("ssl"))
+
+
+def _host_address(
+    host: str, default_port: int, what: str, bad: Callable[[str], ConfigurationError]
+) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port``) of one server of a multi-host URL."""
     try:
         address = urlsplit(f"//{host.strip()}")
-        port = address.port or SENTINEL_PORT
+        port = address.port or default_port
     except ValueError as exc:
-        raise bad(f"sentinel address {host!r}: {exc}") from None
+        raise bad(f"{what} address {host!r}: {exc}") from None
     if not address.hostname:
-        raise bad(f"sentinel address {host!r} has no host")
+        raise bad(f"{what} address {host!r} has no host")
     return address.hostname, port
+
+
+def _node_kwargs(
+    tls: bool, userinfo: str, db: str, query: list[tuple[str, str]], bad: Callable[[str], Any]
+) -> dict[str, Any]:
+    """redis-py's connection options of a multi-host URL: those it reads from a plain
+    URL of the same user, db and query (where the server is, the URL does not say)."""
+    host = "server.invalid"
+    plain = urlunsplit(
+        (
+            "rediss" if tls else "redis",
+            f"{userinfo}@{host}" if userinfo else host,
+            f"/{db}",
+            urlencode(query),
+            "",
+        )
+    )
+    try:
+        kwargs: dict[str, Any] = dict(parse_url(plain))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    for name in ("host", "port", "connection_class"):
+        kwargs.pop(name, None)
+    if tls:
+        kwargs["ssl"] = True
+    return kwargs
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
@@ -151,7 +208,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise bad(str(exc)) from None
     tls = parts.scheme.lower() == "rediss+sentinel"
     userinfo, at, hostlist = parts.netloc.rpartition("@")
-    sentinels = [_sentinel_address(host, bad) for host in hostlist.split(",")]
+    sentinels = [_host_address(h, SENTINEL_PORT, "sentinel", bad) for h in hostlist.split(",")]
     path = [unquote(p) for p in parts.path.strip("/").split("/") if p]
     if not path:
         raise bad("no master name (the name in the Sentinels' `sentinel monitor` line)")
@@ -168,27 +225,35 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
             raise bad(f"unknown parameter {name!r} (sentinel_password, sentinel_username)")
         else:
             rest.append((name, value))
-    # the master's options as redis-py reads a plain URL of the same user, db and query
-    host = "master.invalid"  # where the master is, only the Sentinels say
-    plain = urlunsplit(
-        (
-            "rediss" if tls else "redis",
-            f"{userinfo}@{host}" if at else host,
-            f"/{path[1] if len(path) == 2 else 0}",
-            urlencode(rest),
-            "",
-        )
-    )
-    try:
-        master_kwargs: dict[str, Any] = dict(parse_url(plain))
-    except ValueError as exc:
-        raise bad(str(exc)) from None
-    for name in ("host", "port", "connection_class"):
-        master_kwargs.pop(name, None)
+    db = path[1] if len(path) == 2 else "0"
+    master_kwargs = _node_kwargs(tls, userinfo if at else "", db, rest, bad)
     if tls:  # TLS to the master and to the Sentinels, with the same certificates
-        master_kwargs["ssl"] = True
         sentinel_kwargs.update({k: v for k, v in master_kwargs.items() if k.startswith("ssl")})
     return SentinelTarget(tuple(sentinels), path[0], master_kwargs, sentinel_kwargs)
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Take a Cluster URL apart; a ConfigurationError names what is wrong and the form."""
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"bad Redis Cluster URL {mask_url(url)!r}: {why}; the form is {CLUSTER_FORM}, "
+            "e.g. redis+cluster://:password@10.0.0.1:6379,10.0.0.2:6379"
+        )
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    tls = parts.scheme.lower() == "rediss+cluster"
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    nodes = [_host_address(h, REDIS_PORT, "node", bad) for h in hostlist.split(",")]
+    if parts.path.strip("/") not in ("", "0"):
+        raise bad(f"a cluster has only database 0, and the path {parts.path!r} names another")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kwargs = _node_kwargs(tls, userinfo if at else "", "0", query, bad)
+    kwargs.pop("db", None)
+    return ClusterTarget(tuple(nodes), kwargs)
 
 
 class BrokerSettings(BaseModel):
@@ -207,6 +272,9 @@ class BrokerSettings(BaseModel):
     def _check_url(cls, url: str) -> str:
         if is_sentinel_url(url):  # several hosts, not one host and port
             parse_sentinel_url(url)
+            return url
+        if is_cluster_url(url):
+            parse_cluster_url(url)
             return url
         try:
             parts = urlsplit(url)
@@ -246,6 +314,13 @@ class BrokerSettings(BaseModel):
         if not is_sentinel_url(self.redis_url):
             return None
         return parse_sentinel_url(self.redis_url)
+
+    @property
+    def cluster(self) -> ClusterTarget | None:
+        """The nodes of a ``redis+cluster://`` URL; None for others."""
+        if not is_cluster_url(self.redis_url):
+            return None
+        return parse_cluster_url(self.redis_url)
 
     @classmethod
     def from_env(

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from byzerllm.broker import cluster
 from byzerllm.broker.connection import awaitable, unless_answer
 from byzerllm.broker.keys import GROUP, AliasKeys, Keys, decoded
 
@@ -119,11 +120,16 @@ async def heartbeat(
     if held_entries:
         held: list[Any] = list(held_entries)
         pipe.xclaim(ak.requests, GROUP, worker_id, 0, held, justid=True)
-    pipe.info("replication")
-    *results, info = await pipe.execute(raise_on_error=False)
+    sharded = cluster.is_cluster(redis)
+    if not sharded:  # a cluster pipeline refuses INFO: its shard is asked on its own below
+        pipe.info("replication")
+    results = await pipe.execute(raise_on_error=False)
+    info = {} if sharded else results.pop()
     for result in results:
         if isinstance(result, Exception):
             raise result
+    if sharded:
+        return await cluster.replication_id(redis, ak.requests)
     return str(info.get("master_replid", "")) if isinstance(info, dict) else ""
 
 

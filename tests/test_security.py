@@ -64,7 +64,7 @@ def test_a_pickled_job_on_a_node_queue_is_never_run(cluster, sync_redis, setting
         "et": int(time.time() * 1000),
         "payload": _TouchOnLoad(marker),
     }
-    queue = f"{settings.prefix}:node:n1:queue"
+    queue = Keys(settings.prefix).node_queue("n1")
     sync_redis.set(f"arq:job:{job_id}", pickle.dumps(job))
     sync_redis.zadd(queue, {job_id: int(time.time() * 1000)})
 

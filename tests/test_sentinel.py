@@ -9,10 +9,7 @@ behind its master looks like) for the requests a failover loses.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,7 +19,6 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
-from cryptography.fernet import Fernet
 from redis.sentinel import Sentinel
 
 import byzerllm
@@ -35,13 +31,13 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
+from tests.processes import FAST_WORKER, NodeAgent, start_echo_workers
 from tests.redis_server import RedisServer, SentinelServer
 from tests.waiting import until, until_sync
 
 pytestmark = pytest.mark.timeout(240)
 
 MASTER = "mymaster"
-FAST_WORKER = ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"]
 # the issue's bound: every call in flight when the master dies ends within this
 ENDS_WITHIN = 40.0
 
@@ -233,68 +229,11 @@ def workers(sentinel_settings: BrokerSettings) -> Iterator[list[WorkerProcess]]:
         worker.stop(15)
 
 
-async def _start_workers(
-    settings: BrokerSettings, started: list[WorkerProcess], alias: str, n: int, *params: str
-) -> None:
-    spec = DeploySpec(
-        alias=alias,
-        pretrained_model_type="custom/echo",
-        worker_concurrency=4,
-        infer_params=dict(p.split("=", 1) for p in params),
-    )
-    for _ in range(n):
-        started.append(spawn_worker(spec, settings, FAST_WORKER))
-    for worker in started[-n:]:
-        await wait_ready(settings, worker, 120)
-
-
 @pytest.fixture
 async def client(sentinel_settings: BrokerSettings) -> AsyncIterator[AsyncByzerLLM]:
     llm = AsyncByzerLLM(settings=sentinel_settings, default_model_name="echo")
     yield llm
     await llm.aclose()
-
-
-class NodeAgent:
-    """``byzerllm node start`` with the Sentinel URL, and the CLI beside it."""
-
-    def __init__(self, settings: BrokerSettings, home: Path) -> None:
-        self.home = home
-        self.env = {
-            **os.environ,
-            "BYZERLLM_REDIS_URL": settings.redis_url,
-            "BYZERLLM_PREFIX": settings.prefix,
-            "BYZERLLM_HOME": str(home),
-            "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.log = home / "node.log"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "byzerllm.cli.main", "node", "start", "--node_id", "n1"]
-                + ["--cpus", "4", "--gpus", "0"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        code = "from byzerllm.cli.main import byzerllm_cli; byzerllm_cli()"
-        return subprocess.run(
-            [sys.executable, "-c", code, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture
@@ -363,7 +302,7 @@ def _answered_or_told(outcome: str | ByzerLLMError, text: str) -> bool:
 async def test_everything_follows_a_promoted_replica_and_no_call_hangs(
     sentinel_set, sentinel_settings, workers, client, node_agent
 ):
-    await _start_workers(sentinel_settings, workers, "echo", 2, "delay=0.25")
+    await start_echo_workers(sentinel_settings, workers, "echo", 2, "delay=0.25")
     await until(
         lambda: asyncio.to_thread(_node_reported, sentinel_set, node_agent, 0),
         "the node agent to report",

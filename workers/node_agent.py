@@ -1,6 +1,6 @@
 """The node agent: one per host, starting and supervising worker processes.
 
-It is an arq worker on its own queue (``P:node:N:queue``): ``deploy``
+It is an arq worker on its own queue (``P:node:{N}:queue``): ``deploy``
 enqueues ``start_worker`` jobs there. The agent reports host, CPUs, GPUs and
 what its workers use in ``P:node:N``, pins GPUs with CUDA_VISIBLE_DEVICES,
 restarts a crashed worker with exponential backoff, and marks the alias

@@ -1,0 +1,230 @@
+"""Redis Cluster: the client for a ``redis+cluster://`` URL, and the three things
+redis-py's asyncio cluster client (5.x, the series arq allows) leaves to us.
+
+- **Sharded pub/sub.** Its cluster client has no pub/sub at all. Cancel and
+  control channels carry the alias' hash tag, so both live in the alias' slot;
+  :class:`ShardedPubSub` holds one SSUBSCRIBE connection to that slot's master
+  (Redis 7), published to with SPUBLISH, so a message crosses one shard instead
+  of the whole cluster bus. A cluster of Redis 6 gets classic pub/sub, which a
+  cluster broadcasts to every node.
+- **A connection to one slot's master**, for what needs a plain connection:
+  that pub/sub, and arq's job queue (arq drives a ``redis.asyncio.Redis``, with
+  MULTI/EXEC over its job keys; those keys share the node agent's hash tag).
+  :class:`SlotOwnerPool` asks the cluster which master owns the slot each time
+  it opens a connection, so after a failover or a slot migration the next
+  connection goes to the new owner, as a Sentinel pool follows its master.
+- **INFO of one shard**, which the cluster client refuses inside a pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+from weakref import WeakKeyDictionary
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
+
+from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.settings import ClusterTarget
+
+log = logging.getLogger(__name__)
+
+# redis-py's cluster client wants a number: "no limit", as for a plain client
+_UNLIMITED = 2**31
+# Redis answers SSUBSCRIBE from version 7 on
+_SHARDED_SINCE = 7
+
+
+def create_cluster(target: ClusterTarget, options: dict[str, Any]) -> aioredis.Redis:
+    """A cluster client, typed as the plain client whose commands it shares.
+
+    Everything in broker/ uses only what both have (single-key commands, EVALSHA
+    on one slot's keys, non-transactional pipelines); pub/sub, INFO and plain
+    connections go through this module, which knows the difference.
+    """
+    return cast(aioredis.Redis, _new_cluster(target, options))
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client that remembers what built it, for the plain
+    clients of one slot's master made from it (same login, TLS and timeouts)."""
+
+    def __init__(self, target: ClusterTarget, options: dict[str, Any]) -> None:
+        self.target = target
+        self.options = options
+        kwargs = {**options, **target.node_kwargs}
+        if kwargs.get("max_connections") is None:
+            kwargs["max_connections"] = _UNLIMITED
+        try:
+            super().__init__(
+                startup_nodes=[ClusterNode(host, port) for host, port in target.nodes], **kwargs
+            )
+        except TypeError as exc:  # an option a cluster client does not take
+            raise ConfigurationError(
+                f"a Redis Cluster URL option is not supported: {exc}; remove it from "
+                "--redis_url / BYZERLLM_REDIS_URL"
+            ) from None
+
+
+def _new_cluster(target: ClusterTarget, options: dict[str, Any]) -> _Cluster:
+    # redis-py's stubs mark the cluster client abstract (a `connection_pool` its
+    # command mixins declare and the cluster client never has); it is not
+    cluster_class: Any = _Cluster
+    return cast(_Cluster, cluster_class(target, options))
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, _Cluster)
+
+
+class _FindsOwner:
+    """A connection that asks its pool where to connect each time it connects."""
+
+    pool: SlotOwnerPool
+    host: str
+    port: int
+
+    async def connect(self) -> None:
+        if not cast(Connection, self).is_connected:
+            self.host, self.port = await self.pool.owner()
+        await super().connect()  # type: ignore[misc]
+
+
+class _OwnerConnection(_FindsOwner, Connection):
+    pass
+
+
+class _OwnerSSLConnection(_FindsOwner, SSLConnection):
+    pass
+
+
+class SlotOwnerPool(ConnectionPool):
+    """Connections to whichever master owns ``key``'s slot when each one opens."""
+
+    def __init__(self, target: ClusterTarget, options: dict[str, Any], key: str) -> None:
+        kwargs = {**options, **target.node_kwargs}
+        kwargs.pop("ssl", None)
+        connection_class = _OwnerSSLConnection if target.tls else _OwnerConnection
+        super().__init__(connection_class=connection_class, **kwargs)
+        self._key = key
+        # a small client of its own that only reads the slot map
+        self._locator = _new_cluster(target, options)
+        self._located = False
+
+    def make_connection(self) -> Connection:
+        connection = super().make_connection()
+        cast(_FindsOwner, connection).pool = self
+        return connection
+
+    async def owner(self) -> tuple[str, int]:
+        """Host and port of the master that owns the key's slot now (a fresh slot
+        map each time: a connection opens after an outage, or at start)."""
+        if self._located:
+            await self._locator.nodes_manager.initialize()
+        else:
+            await self._locator.initialize()
+            self._located = True
+        node = self._locator.get_node_from_key(self._key)
+        if node is None:
+            raise rex.ConnectionError(f"no master of the slot of {self._key!r} now")
+        return str(node.host), int(node.port)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # closing the pool, not dropping broken connections
+            await self._locator.aclose()
+
+
+def slot_owner_client(client: aioredis.Redis, key: str, **options: Any) -> aioredis.Redis:
+    """A plain client whose connections go to the master of ``key``'s slot, with the
+    cluster client's login and TLS options (``options`` override its socket ones)."""
+    cluster = cast(_Cluster, client)
+    pool = SlotOwnerPool(cluster.target, {**cluster.options, **options}, key)
+    return aioredis.Redis(connection_pool=pool)
+
+
+class ShardedPubSub(PubSub):
+    """redis-py's asyncio PubSub, which also takes shard channels (SSUBSCRIBE) and
+    subscribes to them again when its connection comes back."""
+
+    PUBLISH_MESSAGE_TYPES = ("message", "pmessage", "smessage")  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shard_channels: list[str] = []
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.shard_channels) or bool(super().subscribed)
+
+    async def ssubscribe(self, *channels: str) -> None:
+        await self.execute_command("SSUBSCRIBE", *channels)
+        self.shard_channels.extend(channels)
+
+    async def on_connect(self, connection: Connection) -> None:
+        await super().on_connect(connection)
+        if self.shard_channels:
+            await self.execute_command("SSUBSCRIBE", *self.shard_channels)
+
+
+_sharded: WeakKeyDictionary[Any, bool] = WeakKeyDictionary()
+
+
+async def uses_sharded_pubsub(client: aioredis.Redis) -> bool:
+    """Whether this client's pub/sub is sharded: a cluster whose nodes run Redis 7+.
+
+    Publisher and subscriber decide alike (all nodes of a cluster run one
+    version), and each client asks once.
+    """
+    if not is_cluster(client):
+        return False
+    known = _sharded.get(client)
+    if known is None:
+        info = await client.info("server")  # a cluster client asks one node
+        major = int(str(info.get("redis_version", "0")).split(".")[0])
+        known = _sharded[client] = major >= _SHARDED_SINCE
+    return known
+
+
+async def subscribe(client: aioredis.Redis, *channels: str) -> PubSub:
+    """A pub/sub subscribed to ``channels`` (all of one hash tag: sharded channels of
+    one slot when the client is a cluster's)."""
+    if not await uses_sharded_pubsub(client):
+        if is_cluster(client):  # classic pub/sub reaches every node: any one will do
+            plain = slot_owner_client(client, channels[0], socket_timeout=None)
+            pubsub = plain.pubsub(ignore_subscribe_messages=True)
+        else:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(*channels)
+        return pubsub
+    plain = slot_owner_client(client, channels[0], socket_timeout=None)
+    sharded = ShardedPubSub(plain.connection_pool, ignore_subscribe_messages=True)
+    await sharded.ssubscribe(*channels)
+    return sharded
+
+
+async def close_pubsub(pubsub: PubSub) -> None:
+    """Close a pub/sub of :func:`subscribe`, and the pool it brought if it has one."""
+    await pubsub.aclose()
+    if isinstance(pubsub.connection_pool, SlotOwnerPool):
+        await pubsub.connection_pool.disconnect()
+
+
+async def publish_command(client: aioredis.Redis) -> str:
+    """``SPUBLISH`` where subscribers use shard channels, else ``PUBLISH``."""
+    return "SPUBLISH" if await uses_sharded_pubsub(client) else "PUBLISH"
+
+
+async def replication_id(client: aioredis.Redis, key: str) -> str:
+    """``master_replid`` of the server that holds ``key`` ("" where INFO is refused)."""
+    cluster = cast(RedisCluster, client)
+    try:
+        info = await cluster.info("replication", target_nodes=cluster.get_node_from_key(key))
+    except rex.ResponseError as exc:  # an ACL without INFO: the id is a hint, not a need
+        log.debug("INFO replication failed: %s", exc)
+        return ""
+    return str(info.get("master_replid", ""))
