@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.process import spawn_worker, wait_ready
+from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 from tests.redis_server import RedisServer
 
 
@@ -25,12 +25,14 @@ def private_redis() -> Iterator[BrokerSettings]:
 
 
 @contextmanager
-def workers(settings: BrokerSettings, spec: DeploySpec, count: int) -> Iterator[None]:
+def workers(
+    settings: BrokerSettings, spec: DeploySpec, count: int
+) -> Iterator[list[WorkerProcess]]:
     procs = [spawn_worker(spec, settings) for _ in range(count)]
     try:
         for proc in procs:
             asyncio.run(wait_ready(settings, proc))
-        yield
+        yield procs
     finally:
         for proc in procs:
             proc.stop()

@@ -118,10 +118,13 @@ def _stop(proc: subprocess.Popen[bytes] | None, folder: str) -> None:
 class RedisCluster:
     """A Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas each,
     every node a ``redis-server --cluster-enabled yes`` of its own, joined by
-    ``redis-cli --cluster create``. Quick timings of a test: a master is failed
-    over 1 s after it stops answering. ``url`` is byzerllm's ``redis+cluster://``."""
+    ``redis-cli --cluster create``. Quick timings of a test by default: a master is
+    failed over ``node_timeout_ms`` (1 s) after it stops answering. ``url`` is byzerllm's ``redis+cluster://``."""
 
-    def __init__(self, masters: int = 3, replicas: int = 1, *extra: str) -> None:
+    def __init__(
+        self, masters: int = 3, replicas: int = 1, *extra: str, node_timeout_ms: int = 1000
+    ) -> None:
+        self.node_timeout_ms = node_timeout_ms
         self.binary = binary = newest_redis_server()
         self.nodes = [RedisServer(*extra, binary=binary) for _ in range(masters * (replicas + 1))]
         self.masters = masters
@@ -138,7 +141,7 @@ class RedisCluster:
                     "--cluster-config-file",
                     os.path.join(node.dir, "nodes.conf"),
                     "--cluster-node-timeout",
-                    "1000",
+                    str(self.node_timeout_ms),
                     "--cluster-port",  # the bus: port + 10000 may be past 65535
                     str(free_port()),
                 ]
@@ -152,6 +155,9 @@ class RedisCluster:
                 str(self.replicas),
                 "--cluster-yes",
             ]
+            if len(self.nodes) == 1:  # redis-cli wants 3 masters: one takes every slot itself
+                create = [create[0], "-p", str(self.nodes[0].port)]
+                create += ["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]
             subprocess.run(create, check=True, capture_output=True, timeout=60)
             self.wait_ok()
         except BaseException:
