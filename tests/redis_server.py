@@ -119,14 +119,21 @@ class RedisCluster:
     """A Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas each,
     every node a ``redis-server --cluster-enabled yes`` of its own, joined by
     ``redis-cli --cluster create``. Quick timings of a test by default: a master is
-    failed over ``node_timeout_ms`` (1 s) after it stops answering. ``url`` is byzerllm's ``redis+cluster://``."""
+    failed over ``node_timeout_ms`` (1 s) after it stops answering. ``url`` is
+    byzerllm's ``redis+cluster://``. Redis 7 where it is on PATH; Redis 6 works too
+    (classic pub/sub instead of sharded)."""
 
     def __init__(
         self, masters: int = 3, replicas: int = 1, *extra: str, node_timeout_ms: int = 1000
     ) -> None:
         self.node_timeout_ms = node_timeout_ms
         self.binary = binary = newest_redis_server()
+        self.version = server_version(binary)
         self.nodes = [RedisServer(*extra, binary=binary) for _ in range(masters * (replicas + 1))]
+        if self.version < (7,):  # the bus is on port + 10000, which must be free too
+            for node in self.nodes:
+                node.port = free_port_with_bus()
+                node.url = f"redis://127.0.0.1:{node.port}/0"
         self.masters = masters
         self.replicas = replicas
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:masters])
@@ -142,9 +149,9 @@ class RedisCluster:
                     os.path.join(node.dir, "nodes.conf"),
                     "--cluster-node-timeout",
                     str(self.node_timeout_ms),
-                    "--cluster-port",  # the bus: port + 10000 may be past 65535
-                    str(free_port()),
                 ]
+                if self.version >= (7,):  # the bus: port + 10000 may be past 65535
+                    node.extra += ["--cluster-port", str(free_port())]
                 node.start()
             create = [
                 os.path.join(os.path.dirname(self.binary), "redis-cli"),
@@ -200,15 +207,36 @@ def newest_redis_server() -> str:
             continue
         if not os.access(os.path.join(os.path.dirname(binary), "redis-cli"), os.X_OK):
             continue
-        try:
-            text = subprocess.run(
-                [binary, "--version"], capture_output=True, text=True, timeout=10
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        version = re.search(r"v=(\d+)\.(\d+)\.(\d+)", text)
+        version = server_version(binary)
         if version:
-            found[binary] = tuple(int(part) for part in version.groups())
+            found[binary] = version
     if not found:
         return redis_server_binary()
     return max(found, key=lambda binary: found[binary])
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """``redis-server --version`` as numbers; () when it does not answer."""
+    try:
+        text = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    version = re.search(r"v=(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(part) for part in version.groups()) if version else ()
+
+
+def free_port_with_bus() -> int:
+    """A free port whose cluster bus port (port + 10000, Redis 6) is free as well."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis 6 cluster node")
