@@ -25,7 +25,7 @@ from weakref import WeakKeyDictionary
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
 
 from byzerllm.broker.errors import ConfigurationError
@@ -69,12 +69,89 @@ class _Cluster(RedisCluster):
                 "--redis_url / BYZERLLM_REDIS_URL"
             ) from None
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        """The slot of XREAD/XREADGROUP from their STREAMS keys, here.
+
+        redis-py asks the server (COMMAND GETKEYS, on its default node) for the
+        keys of every command flagged "movablekeys", and the stream reads are:
+        that was one more round trip per read, and, with the default node down,
+        a read that failed until the process restarted.
+        """
+        if command.upper() in _STREAM_READS:
+            words = [
+                (a.decode(errors="replace") if isinstance(a, bytes) else str(a)).upper()
+                for a in args
+            ]
+            streams = list(args[words.index("STREAMS") + 1 :])
+            slots = {self.keyslot(key) for key in streams[: len(streams) // 2]}
+            if len(slots) != 1:
+                raise rex.RedisClusterException(f"{command} of streams in {len(slots)} slots")
+            return slots.pop()
+        return await super()._determine_slot(command, *args)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (rex.ConnectionError, rex.TimeoutError):
+            # a node is gone: read the slot map (and pick a live default node) afresh
+            # with the next command; redis-py does so for some of these errors only
+            await self.aclose()
+            raise
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if transaction or shard_hint:  # as redis-py's: a cluster has neither
+            return super().pipeline(transaction, shard_hint)
+        return cast(ClusterPipeline, _make(_Pipeline, self))
+
+
+_STREAM_READS = ("XREAD", "XREADGROUP")
+# a node's connection broke, or it is gone: the command did not run there
+_GONE = (rex.ConnectionError, rex.TimeoutError)
+
+
+class _Pipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, which also recovers from a connection that broke
+    under it (a pooled connection to a master that failed over since).
+
+    redis-py retries a pipeline whose send failed, but a command whose reply was
+    lost comes back as its result, and the slot map stays stale. Here the map is
+    read afresh and those commands, and only those, are sent once more: what
+    they do is idempotent in byzerllm (acks, heartbeats, state writes) or
+    deduplicated (replies by sequence number, requests by run mark).
+    """
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        stack = list(self._command_stack)
+        try:
+            results = await super().execute(False, allow_redirections)
+        except _GONE:
+            await self._client.aclose()
+            raise
+        broken = [i for i, result in enumerate(results) if isinstance(result, _GONE)]
+        if broken:
+            await self._client.aclose()
+            again: ClusterPipeline = _make(ClusterPipeline, self._client)
+            for i in broken:
+                again.execute_command(*stack[i].args, **stack[i].kwargs)
+            for i, result in zip(broken, await again.execute(False), strict=True):
+                results[i] = result
+        if raise_on_error:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return results
+
+
+def _make(cls: Any, *args: Any) -> Any:
+    # redis-py's stubs mark its cluster classes abstract (a `connection_pool` their
+    # command mixins declare and a cluster never has); they are not
+    return cls(*args)
+
 
 def _new_cluster(target: ClusterTarget, options: dict[str, Any]) -> _Cluster:
-    # redis-py's stubs mark the cluster client abstract (a `connection_pool` its
-    # command mixins declare and the cluster client never has); it is not
-    cluster_class: Any = _Cluster
-    return cast(_Cluster, cluster_class(target, options))
+    return cast(_Cluster, _make(_Cluster, target, options))
 
 
 def is_cluster(client: Any) -> bool:

@@ -149,6 +149,8 @@ class RedisCluster:
                     os.path.join(node.dir, "nodes.conf"),
                     "--cluster-node-timeout",
                     str(self.node_timeout_ms),
+                    "--repl-diskless-sync-delay",  # replicas sync at once, not 5 s later
+                    "0",
                 ]
                 if self.version >= (7,):  # the bus: port + 10000 may be past 65535
                     node.extra += ["--cluster-port", str(free_port())]
@@ -173,7 +175,8 @@ class RedisCluster:
         return self
 
     def wait_ok(self, timeout: float = 60.0) -> None:
-        """Until every running node says ``cluster_state:ok`` and knows all slots."""
+        """Until every running node says ``cluster_state:ok`` and every replica is in
+        sync with its master (so that it can be promoted)."""
         import redis  # the test's own view, not byzerllm's
 
         deadline = time.monotonic() + timeout
@@ -184,9 +187,14 @@ class RedisCluster:
                     continue
                 try:
                     with redis.Redis(port=node.port, socket_timeout=1) as client:
-                        states.append(client.cluster("info")["cluster_state"])
+                        state = client.cluster("info")["cluster_state"]
+                        replication = client.info("replication")
                 except (redis.RedisError, KeyError):
-                    states.append("down")
+                    state, replication = "down", {}
+                # a replica that has not synced yet could not take over its master
+                if replication.get("role") == "slave" and replication["master_link_status"] != "up":
+                    state = "syncing"
+                states.append(state)
             if states and all(state == "ok" for state in states):
                 return
             time.sleep(0.1)

@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster as SyncCluster
 
-from byzerllm import ConfigurationError
+from byzerllm import BrokerUnavailableError, ByzerLLMError, ConfigurationError
 from byzerllm.broker.connection import connect
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
@@ -278,3 +278,62 @@ def test_deploy_stat_gateway_and_undeploy_on_a_cluster(cluster_settings, view, n
     gone = node_agent.cli("undeploy", "--model", alias)
     assert gone.returncode == 0 and "undeployed" in gone.stdout, gone.stderr
     assert not view.exists(keys.alias(alias).spec)
+
+
+# -- a master fails over ----------------------------------------------------------------
+
+
+async def _answer(llm: AsyncByzerLLM, text: str, model: str, stream: bool) -> str | Exception:
+    try:
+        if stream:
+            return await _streamed(llm, text, model)
+        [response] = await llm.chat_oai(text, model=model)
+        return str(response.output)
+    except ByzerLLMError as exc:
+        return exc
+
+
+@pytest.mark.slow
+async def test_calls_in_flight_end_when_their_master_fails_over(workers):
+    """SIGKILL the master of the alias' slot (and of the default node's, where redis-py
+    would otherwise keep asking a dead node for stream keys) while calls run."""
+    servers = RedisCluster(masters=3, replicas=1).start()
+    llm = None
+    try:
+        settings = BrokerSettings(redis_url=servers.url, prefix="fo")
+        await start_echo_workers(settings, workers, "fo", 2, "delay=0.1", "chunks=12")
+        llm = AsyncByzerLLM(settings=settings)
+        assert (await llm.chat_oai("warm up", model="fo"))[0].output == "warm up"
+        with SyncCluster(host="127.0.0.1", port=servers.nodes[1].port) as view:
+            owner = view.get_node_from_key(Keys("fo").alias("fo").requests).port
+        texts = [" ".join(f"c{i}w{j}" for j in range(12)) for i in range(6)]
+        calls = [
+            asyncio.create_task(_answer(llm, text, "fo", stream=i % 2 == 0))
+            for i, text in enumerate(texts)
+        ]
+        await until(lambda: _busy_workers(settings), "the calls to start")
+        [master] = [node for node in servers.nodes if node.port == owner]
+        assert master.proc is not None
+        master.proc.send_signal(signal.SIGKILL)
+
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        for text, outcome in zip(texts, outcomes, strict=True):
+            # answered in full, or told that a failover may have lost it
+            assert outcome == text or isinstance(outcome, BrokerUnavailableError), outcome
+        after = await asyncio.gather(*(llm.chat_oai(f"after {i}", model="fo") for i in range(4)))
+        assert [r[0].output for r in after] == [f"after {i}" for i in range(4)]
+        with SyncCluster(host="127.0.0.1", port=servers.nodes[1].port) as view:
+            assert view.get_node_from_key(Keys("fo").alias("fo").requests).port != owner
+    finally:
+        if llm is not None:
+            await llm.aclose()
+        servers.stop()
+
+
+async def _busy_workers(settings: BrokerSettings) -> bool:
+    redis_ = await connect(settings)
+    try:
+        stat = await read_alias_stat(redis_, Keys(settings.prefix), "fo")
+        return stat is not None and stat.busy_workers == 2
+    finally:
+        await redis_.aclose()
