@@ -16,6 +16,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 import redis
@@ -31,6 +32,7 @@ from byzerllm.workers.process import WorkerProcess
 from tests.processes import NodeAgent, start_echo_workers
 from tests.redis_server import RedisCluster
 from tests.test_gateway_keys import MASTER, Replicas, _answers, create_key
+from tests.test_metrics import scrape
 from tests.waiting import until, until_sync
 
 pytestmark = pytest.mark.timeout(300)
@@ -270,6 +272,13 @@ def test_deploy_stat_gateway_and_undeploy_on_a_cluster(cluster_settings, view, n
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
             "streamed on"
         )
+        # the figures the workers record in their aliases' slots, read over the shards
+        ok = ("byzerllm_requests_total", frozenset({("alias", alias), ("outcome", "ok")}))
+        until_sync(lambda: scrape(url + "/metrics", MASTER)[1].get(ok) == 2, "2 ok scraped")
+        board = httpx2.get(
+            url + "/dashboard/data", headers={"Authorization": f"Bearer {MASTER}"}, timeout=30
+        )
+        assert board.status_code == 200 and alias in board.text
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url + "/v1", api_key="sk-not-a-key", max_retries=0).models.list()
     finally:
