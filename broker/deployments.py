@@ -155,12 +155,20 @@ async def set_state(
 
 
 async def remove(redis: aioredis.Redis, keys: Keys, alias: str) -> None:
-    """Delete every key of the alias (after its workers left) and forget the alias."""
+    """Delete every key of the alias (after its workers left) and forget the alias: its
+    figures and dead letters too (run marks expire by themselves)."""
     ak = keys.alias(alias)
     worker_ids = [decoded(w) for w in await awaitable(redis.smembers(ak.workers))]
     pipe = redis.pipeline(transaction=False)
     pipe.delete(
-        ak.spec, ak.requests, ak.workers, ak.alive, ak.lru, *(ak.worker(w) for w in worker_ids)
+        ak.spec,
+        ak.requests,
+        ak.dead_letter,
+        ak.workers,
+        ak.alive,
+        ak.lru,
+        ak.metrics,
+        *(ak.worker(w) for w in worker_ids),
     )
     pipe.srem(keys.models, alias)
     await pipe.execute()

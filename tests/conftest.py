@@ -159,3 +159,16 @@ def worker_procs(settings: BrokerSettings) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(settings)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture
+def spawned_workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test spawns (``tests.processes.start_echo_workers``), stopped
+    after it."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGTERM)
+    for worker in started:
+        worker.stop(15)

@@ -19,6 +19,19 @@ from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 FAST_WORKER = ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"]
 
 
+def control_plane_env(settings: BrokerSettings, home: Path) -> dict[str, str]:
+    """The environment of node agents and CLI calls of one test: its Redis and prefix,
+    a home of its own, and a fresh cluster key."""
+    return {
+        **os.environ,
+        "BYZERLLM_REDIS_URL": settings.redis_url,
+        "BYZERLLM_PREFIX": settings.prefix,
+        "BYZERLLM_HOME": str(home),
+        "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 async def start_echo_workers(
     settings: BrokerSettings, started: list[WorkerProcess], alias: str, n: int, *params: str
 ) -> None:
@@ -39,14 +52,7 @@ class NodeAgent:
 
     def __init__(self, settings: BrokerSettings, home: Path) -> None:
         self.home = home
-        self.env = {
-            **os.environ,
-            "BYZERLLM_REDIS_URL": settings.redis_url,
-            "BYZERLLM_PREFIX": settings.prefix,
-            "BYZERLLM_HOME": str(home),
-            "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = control_plane_env(settings, home)
         self.log = home / "node.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from cryptography.fernet import Fernet
 
 from tests.openai_stub import OpenAIStub
+from tests.processes import control_plane_env
 from tests.waiting import until, until_sync
 
 pytestmark = pytest.mark.timeout(180)
@@ -27,14 +27,7 @@ class Cluster:
     def __init__(self, settings, home: Path) -> None:
         self.settings = settings
         self.home = home
-        self.env = {
-            **os.environ,
-            "BYZERLLM_REDIS_URL": settings.redis_url,
-            "BYZERLLM_PREFIX": settings.prefix,
-            "BYZERLLM_HOME": str(home),
-            "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = control_plane_env(settings, home)
         self.nodes: list[subprocess.Popen[bytes]] = []
 
     def node(self, node_id: str, gpus: int = 0, cpus: float = 4) -> subprocess.Popen[bytes]:
@@ -105,7 +98,7 @@ def cluster(settings, tmp_path) -> Iterator[Cluster]:
     c.stop()
 
 
-def test_deploy_chat_stat_undeploy(cluster):
+def test_deploy_chat_stat_undeploy(cluster, settings, sync_redis):
     cluster.node("n1")
     result = cluster.cli(
         "deploy",
@@ -131,6 +124,13 @@ def test_deploy_chat_stat_undeploy(cluster):
     assert query.stdout.strip() == "echo: once"
     gone = cluster.cli("undeploy", "--model", "echo_chat")
     assert gone.returncode == 0 and "undeployed" in gone.stdout
+    # nothing of the alias is left but run marks, which expire by themselves
+    left = [
+        key
+        for key in sync_redis.scan_iter(f"{settings.prefix}:{{echo_chat}}:*")
+        if b":run:" not in key or sync_redis.ttl(key) < 0
+    ]
+    assert left == []
     after = cluster.cli("chat", "echo_chat", "anyone?")
     assert after.returncode != 0 and "'echo_chat'" in after.stderr
 

@@ -219,17 +219,6 @@ def sentinel_settings(sentinel_set: SentinelSet) -> BrokerSettings:
 
 
 @pytest.fixture
-def workers(sentinel_settings: BrokerSettings) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        if worker.proc.poll() is None:
-            worker.proc.send_signal(signal.SIGTERM)
-    for worker in started:
-        worker.stop(15)
-
-
-@pytest.fixture
 async def client(sentinel_settings: BrokerSettings) -> AsyncIterator[AsyncByzerLLM]:
     llm = AsyncByzerLLM(settings=sentinel_settings, default_model_name="echo")
     yield llm
@@ -300,9 +289,9 @@ def _answered_or_told(outcome: str | ByzerLLMError, text: str) -> bool:
 
 @pytest.mark.slow
 async def test_everything_follows_a_promoted_replica_and_no_call_hangs(
-    sentinel_set, sentinel_settings, workers, client, node_agent
+    sentinel_set, sentinel_settings, spawned_workers, client, node_agent
 ):
-    await start_echo_workers(sentinel_settings, workers, "echo", 2, "delay=0.25")
+    await start_echo_workers(sentinel_settings, spawned_workers, "echo", 2, "delay=0.25")
     await until(
         lambda: asyncio.to_thread(_node_reported, sentinel_set, node_agent, 0),
         "the node agent to report",
@@ -336,9 +325,9 @@ async def test_everything_follows_a_promoted_replica_and_no_call_hangs(
     # the same client and the same worker processes serve new calls on the new master
     after = await asyncio.gather(*(client.chat_oai(f"after the failover {i}") for i in range(8)))
     assert [r[0].output for r in after] == [f"after the failover {i}" for i in range(8)]
-    pids = {str(w.pid) for w in workers}
+    pids = {str(w.pid) for w in spawned_workers}
     assert {r[0].metadata["worker_id"].split("-")[-2] for r in after} <= pids
-    assert all(w.proc.poll() is None for w in workers)
+    assert all(w.proc.poll() is None for w in spawned_workers)
     streamed = [d async for d, _ in client.stream_chat_oai("one more stream", delta_mode=True)]
     assert "".join(streamed) == "one more stream"
     # and none ran twice: 20 requests, 20 runs (counted by the workers, in Redis)

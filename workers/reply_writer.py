@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from byzerllm.broker.connection import raise_if_cancelling
+from byzerllm.broker.connection import OutageLog, raise_if_cancelling
 from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.messages import ReplyType, delta_data, join_tool_call_fragments, reply
 from byzerllm.broker.metrics import MetricsDelta, MetricsRecorder
@@ -53,6 +53,7 @@ class ReplyWriter:
         self._keys = keys
         self._worker_id = worker_id
         self._on_client_gone = on_client_gone
+        self._outage = OutageLog(log, "writing replies")
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._open_delta: dict[str, dict[str, Any]] = {}
         self._seq: dict[str, int] = {}
@@ -208,11 +209,12 @@ class ReplyWriter:
             self._flushing = True
             try:
                 await self._flush(*batch)
+                self._outage.recovered()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis blip: keep everything and try again
                 raise_if_cancelling()
-                log.warning("writing replies failed, retrying: %s", exc)
+                self._outage.failed(exc)  # said once per outage, not once per retry
                 self._put_back(*batch)
                 _release(waiters)  # a generation never waits out an outage
                 await asyncio.sleep(0.5)
