@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.asyncio.connection import parse_url
@@ -193,22 +193,36 @@ def _node_kwargs(
     return kwargs
 
 
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Take a Sentinel URL apart; a ConfigurationError names what is wrong and the form."""
+def _multi_host_url(
+    url: str, kind: str, form: str, example: str
+) -> tuple[SplitResult, bool, str, list[str], Callable[[str], ConfigurationError]]:
+    """A Sentinel or Cluster URL split: its parts, TLS or not, the user info (without
+    the ``@``), the hosts, and the error maker that names the URL, the form and an
+    example."""
 
     def bad(why: str) -> ConfigurationError:
         return ConfigurationError(
-            f"bad Redis Sentinel URL {mask_url(url)!r}: {why}; the form is {SENTINEL_FORM}, "
-            "e.g. redis+sentinel://:password@10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+            f"bad Redis {kind} URL {mask_url(url)!r}: {why}; the form is {form}, e.g. {example}"
         )
 
     try:
         parts = urlsplit(url)
     except ValueError as exc:
         raise bad(str(exc)) from None
-    tls = parts.scheme.lower() == "rediss+sentinel"
     userinfo, at, hostlist = parts.netloc.rpartition("@")
-    sentinels = [_host_address(h, SENTINEL_PORT, "sentinel", bad) for h in hostlist.split(",")]
+    tls = parts.scheme.lower().startswith("rediss+")
+    return parts, tls, userinfo if at else "", hostlist.split(","), bad
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Take a Sentinel URL apart; a ConfigurationError names what is wrong and the form."""
+    parts, tls, userinfo, hosts, bad = _multi_host_url(
+        url,
+        "Sentinel",
+        SENTINEL_FORM,
+        "redis+sentinel://:password@10.0.0.1:26379,10.0.0.2:26379/mymaster/0",
+    )
+    sentinels = [_host_address(h, SENTINEL_PORT, "sentinel", bad) for h in hosts]
     path = [unquote(p) for p in parts.path.strip("/").split("/") if p]
     if not path:
         raise bad("no master name (the name in the Sentinels' `sentinel monitor` line)")
@@ -226,7 +240,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         else:
             rest.append((name, value))
     db = path[1] if len(path) == 2 else "0"
-    master_kwargs = _node_kwargs(tls, userinfo if at else "", db, rest, bad)
+    master_kwargs = _node_kwargs(tls, userinfo, db, rest, bad)
     if tls:  # TLS to the master and to the Sentinels, with the same certificates
         sentinel_kwargs.update({k: v for k, v in master_kwargs.items() if k.startswith("ssl")})
     return SentinelTarget(tuple(sentinels), path[0], master_kwargs, sentinel_kwargs)
@@ -234,24 +248,14 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 
 def parse_cluster_url(url: str) -> ClusterTarget:
     """Take a Cluster URL apart; a ConfigurationError names what is wrong and the form."""
-
-    def bad(why: str) -> ConfigurationError:
-        return ConfigurationError(
-            f"bad Redis Cluster URL {mask_url(url)!r}: {why}; the form is {CLUSTER_FORM}, "
-            "e.g. redis+cluster://:password@10.0.0.1:6379,10.0.0.2:6379"
-        )
-
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise bad(str(exc)) from None
-    tls = parts.scheme.lower() == "rediss+cluster"
-    userinfo, at, hostlist = parts.netloc.rpartition("@")
-    nodes = [_host_address(h, REDIS_PORT, "node", bad) for h in hostlist.split(",")]
+    parts, tls, userinfo, hosts, bad = _multi_host_url(
+        url, "Cluster", CLUSTER_FORM, "redis+cluster://:password@10.0.0.1:6379,10.0.0.2:6379"
+    )
+    nodes = [_host_address(h, REDIS_PORT, "node", bad) for h in hosts]
     if parts.path.strip("/") not in ("", "0"):
         raise bad(f"a cluster has only database 0, and the path {parts.path!r} names another")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    kwargs = _node_kwargs(tls, userinfo if at else "", "0", query, bad)
+    kwargs = _node_kwargs(tls, userinfo, "0", query, bad)
     kwargs.pop("db", None)
     return ClusterTarget(tuple(nodes), kwargs)
 
