@@ -1,5 +1,5 @@
-"""Redis Cluster: the client for a ``redis+cluster://`` URL, and the three things
-redis-py's asyncio cluster client (5.x, the series arq allows) leaves to us.
+"""Redis Cluster: the client for a ``redis+cluster://`` URL, and what redis-py's
+asyncio cluster client (5.x, the series arq allows) leaves to us.
 
 - **Sharded pub/sub.** Its cluster client has no pub/sub at all. Cancel and
   control channels carry the alias' hash tag, so both live in the alias' slot;
@@ -14,6 +14,10 @@ redis-py's asyncio cluster client (5.x, the series arq allows) leaves to us.
   it opens a connection, so after a failover or a slot migration the next
   connection goes to the new owner, as a Sentinel pool follows its master.
 - **INFO of one shard**, which the cluster client refuses inside a pipeline.
+- **Failovers** (:class:`_Cluster`, :class:`_Pipeline`): stream reads find their
+  slot here instead of asking a default node that may be dead, the slot map is
+  read afresh after any connection error, and a pipeline's commands whose
+  connection broke are sent once more.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ class _Cluster(RedisCluster):
 
 
 _STREAM_READS = ("XREAD", "XREADGROUP")
-# a node's connection broke, or it is gone: the command did not run there
+# a node's connection broke, or the node is gone
 _GONE = (rex.ConnectionError, rex.TimeoutError)
 
 
@@ -115,9 +119,11 @@ class _Pipeline(ClusterPipeline):
 
     redis-py retries a pipeline whose send failed, but a command whose reply was
     lost comes back as its result, and the slot map stays stale. Here the map is
-    read afresh and those commands, and only those, are sent once more: what
-    they do is idempotent in byzerllm (acks, heartbeats, state writes) or
-    deduplicated (replies by sequence number, requests by run mark).
+    read afresh and those commands, and only those, are sent once more, as
+    redis-py retries a single command on a connection error. Most of what they
+    do is idempotent in byzerllm (acks, heartbeats, state writes) or deduplicated
+    (replies by sequence number); a submit that did run on a master which died
+    before answering could be queued twice.
     """
 
     async def execute(
