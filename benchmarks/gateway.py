@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.harness import Latencies, private_redis, workers
+from benchmarks.harness import Latencies, cpu_seconds, private_redis, workers
 from benchmarks.overhead import measure_broker, measure_direct, run, start_stub
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
@@ -65,16 +65,6 @@ def start_gateway(settings: BrokerSettings, port: int, access_log: bool) -> subp
             time.sleep(0.1)
     proc.terminate()
     raise RuntimeError("byzerllm serve did not become ready within 60 s")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far; None off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def litellm_available(python: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -76,3 +77,13 @@ async def throughput(call: Callable[[int], Awaitable[object]], n: int, concurren
     start = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     return n / (time.perf_counter() - start)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

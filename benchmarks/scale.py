@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import statistics
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.harness import workers
+from benchmarks.harness import cpu_seconds, workers
 from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
@@ -119,17 +118,8 @@ def _memory(ports: list[int]) -> int:
 
 
 def _process_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes used so far, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    """CPU seconds (user + system) the processes used so far (0 for one that is gone)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 @dataclass

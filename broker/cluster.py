@@ -276,18 +276,16 @@ async def uses_sharded_pubsub(client: aioredis.Redis) -> bool:
 async def subscribe(client: aioredis.Redis, *channels: str) -> PubSub:
     """A pub/sub subscribed to ``channels`` (all of one hash tag: sharded channels of
     one slot when the client is a cluster's)."""
-    if not await uses_sharded_pubsub(client):
-        if is_cluster(client):  # classic pub/sub reaches every node: any one will do
-            plain = slot_owner_client(client, channels[0], socket_timeout=None)
-            pubsub = plain.pubsub(ignore_subscribe_messages=True)
-        else:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(*channels)
-        return pubsub
-    plain = slot_owner_client(client, channels[0], socket_timeout=None)
-    sharded = ShardedPubSub(plain.connection_pool, ignore_subscribe_messages=True)
-    await sharded.ssubscribe(*channels)
-    return sharded
+    if is_cluster(client):
+        plain = slot_owner_client(client, channels[0], socket_timeout=None)
+        if await uses_sharded_pubsub(client):
+            sharded = ShardedPubSub(plain.connection_pool, ignore_subscribe_messages=True)
+            await sharded.ssubscribe(*channels)
+            return sharded
+        client = plain  # classic pub/sub reaches every node of a cluster: this one will do
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(*channels)
+    return pubsub
 
 
 async def close_pubsub(pubsub: PubSub) -> None:

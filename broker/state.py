@@ -120,16 +120,14 @@ async def heartbeat(
     if held_entries:
         held: list[Any] = list(held_entries)
         pipe.xclaim(ak.requests, GROUP, worker_id, 0, held, justid=True)
-    sharded = cluster.is_cluster(redis)
-    if not sharded:  # a cluster pipeline refuses INFO: its shard is asked on its own below
-        pipe.info("replication")
-    results = await pipe.execute(raise_on_error=False)
-    info = {} if sharded else results.pop()
+    if cluster.is_cluster(redis):  # a cluster pipeline refuses INFO: its shard is asked apart
+        await pipe.execute()
+        return await cluster.replication_id(redis, ak.requests)
+    pipe.info("replication")
+    *results, info = await pipe.execute(raise_on_error=False)
     for result in results:
         if isinstance(result, Exception):
             raise result
-    if sharded:
-        return await cluster.replication_id(redis, ak.requests)
     return str(info.get("master_replid", "")) if isinstance(info, dict) else ""
 
 

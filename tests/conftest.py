@@ -24,6 +24,7 @@ from byzerllm.cli.infer_params import parse_infer_params
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 from byzerllm.workers.runtime import Worker, WorkerTiming
+from tests.processes import FAST_WORKER
 from tests.redis_server import RedisServer
 
 FAST = WorkerTiming(
@@ -137,7 +138,7 @@ class WorkerProcesses:
         worker = spawn_worker(
             spec,
             self.settings,
-            ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"],
+            FAST_WORKER,
         )
         self.workers.append(worker)
         if wait:
@@ -159,16 +160,3 @@ def worker_procs(settings: BrokerSettings) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(settings)
     yield procs
     procs.stop_all()
-
-
-@pytest.fixture
-def spawned_workers() -> Iterator[list[WorkerProcess]]:
-    """Worker processes a test spawns (``tests.processes.start_echo_workers``), stopped
-    after it."""
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        if worker.proc.poll() is None:
-            worker.proc.send_signal(signal.SIGTERM)
-    for worker in started:
-        worker.stop(15)

@@ -1,5 +1,5 @@
-"""Real processes of a deployment for tests on other Redis set-ups (Sentinel, Cluster):
-echo workers started directly, and a node agent with the CLI beside it."""
+"""Real processes of a deployment for tests: the quick liveness flags of worker
+processes, and a node agent with the CLI beside it (Sentinel and Cluster tests)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from byzerllm.broker.settings import BrokerSettings
-from byzerllm.broker.spec import DeploySpec
-from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 
 # quick liveness, so that a dead worker's requests move on within seconds
 FAST_WORKER = ["--heartbeat_interval", "0.2", "--heartbeat_ttl", "1.0", "--claim_idle", "1.5"]
@@ -30,21 +28,6 @@ def control_plane_env(settings: BrokerSettings, home: Path) -> dict[str, str]:
         "BYZERLLM_SECRET_KEY": Fernet.generate_key().decode(),
         "PYTHONUNBUFFERED": "1",
     }
-
-
-async def start_echo_workers(
-    settings: BrokerSettings, started: list[WorkerProcess], alias: str, n: int, *params: str
-) -> None:
-    spec = DeploySpec(
-        alias=alias,
-        pretrained_model_type="custom/echo",
-        worker_concurrency=4,
-        infer_params=dict(p.split("=", 1) for p in params),
-    )
-    for _ in range(n):
-        started.append(spawn_worker(spec, settings, FAST_WORKER))
-    for worker in started[-n:]:
-        await wait_ready(settings, worker, 120)
 
 
 class NodeAgent:

@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 import time
 
+import redis
+
 from byzerllm.broker.embedded import is_listening, redis_server_binary
 
 
@@ -22,10 +24,10 @@ def free_port() -> int:
 class RedisServer:
     """``extra``: more redis-server arguments, e.g. ``["--requirepass", "pw"]``."""
 
-    def __init__(self, *extra: str, binary: str | None = None) -> None:
+    def __init__(self, *extra: str, binary: str | None = None, port: int | None = None) -> None:
         self.extra = list(extra)
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="byzerllm-test-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -129,11 +131,11 @@ class RedisCluster:
         self.node_timeout_ms = node_timeout_ms
         self.binary = binary = newest_redis_server()
         self.version = server_version(binary)
-        self.nodes = [RedisServer(*extra, binary=binary) for _ in range(masters * (replicas + 1))]
-        if self.version < (7,):  # the bus is on port + 10000, which must be free too
-            for node in self.nodes:
-                node.port = free_port_with_bus()
-                node.url = f"redis://127.0.0.1:{node.port}/0"
+        # Redis 6 puts the bus on port + 10000, which must be free too
+        port = free_port if self.version >= (7,) else free_port_with_bus
+        self.nodes = [
+            RedisServer(*extra, binary=binary, port=port()) for _ in range(masters * (replicas + 1))
+        ]
         self.masters = masters
         self.replicas = replicas
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:masters])
@@ -177,8 +179,6 @@ class RedisCluster:
     def wait_ok(self, timeout: float = 60.0) -> None:
         """Until every running node says ``cluster_state:ok`` and every replica is in
         sync with its master (so that it can be promoted)."""
-        import redis  # the test's own view, not byzerllm's
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = []

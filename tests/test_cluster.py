@@ -28,7 +28,8 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.llm import AsyncByzerLLM
-from tests.processes import NodeAgent, start_echo_workers
+from tests.conftest import WorkerProcesses
+from tests.processes import NodeAgent
 from tests.redis_server import RedisCluster
 from tests.test_gateway_keys import MASTER, Replicas, _answers, create_key
 from tests.test_metrics import scrape
@@ -115,6 +116,13 @@ def aliases_on_distinct_masters(view: SyncCluster, prefix: str, count: int) -> l
 
 
 @pytest.fixture
+def cluster_workers(cluster_settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(cluster_settings)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
 async def llm(cluster_settings: BrokerSettings) -> AsyncIterator[AsyncByzerLLM]:
     client = AsyncByzerLLM(settings=cluster_settings)
     yield client
@@ -126,12 +134,12 @@ async def _streamed(llm: AsyncByzerLLM, text: str, model: str) -> str:
 
 
 async def test_the_data_plane_spreads_aliases_over_the_masters(
-    cluster_settings, view, spawned_workers, llm
+    cluster_settings, view, cluster_workers, llm
 ):
     keys = Keys(cluster_settings.prefix)
     aliases = aliases_on_distinct_masters(view, cluster_settings.prefix, 3)
     for alias in aliases:
-        await start_echo_workers(cluster_settings, spawned_workers, alias, 1, "chunks=4")
+        cluster_workers.start(alias, "chunks=4", concurrency=4)
 
     texts = [(alias, f"{alias} asks question {i}") for i in range(8) for alias in aliases]
     whole = await asyncio.gather(*(llm.chat_oai(text, model=a) for a, text in texts))
@@ -181,13 +189,11 @@ def _subscribers(cluster: RedisCluster, view: SyncCluster, channel: str) -> int:
 
 
 async def test_a_cancel_reaches_the_worker_over_sharded_pubsub(
-    redis_cluster, cluster_settings, view, spawned_workers, llm
+    redis_cluster, cluster_settings, view, cluster_workers, llm
 ):
     keys = Keys(cluster_settings.prefix)
     # 2000 deltas, 0.1 s apart: only a cancel frees the slot within the wait below
-    await start_echo_workers(
-        cluster_settings, spawned_workers, "slow", 1, "chunks=2000", "delay=0.1"
-    )
+    cluster_workers.start("slow", "chunks=2000", "delay=0.1", concurrency=4)
     ak = keys.alias("slow")
     for channel in (ak.cancel_channel, ak.control_channel):  # the worker subscribes as it starts
         until_sync(lambda c=channel: _subscribers(redis_cluster, view, c) == 1, f"{channel}'s")
@@ -293,14 +299,16 @@ async def _answer(llm: AsyncByzerLLM, text: str, model: str, stream: bool) -> st
 
 
 @pytest.mark.slow
-async def test_calls_in_flight_end_when_their_master_fails_over(spawned_workers):
+async def test_calls_in_flight_end_when_their_master_fails_over():
     """SIGKILL the master of the alias' slot (and of the default node's, where redis-py
     would otherwise keep asking a dead node for stream keys) while calls run."""
     servers = RedisCluster(masters=3, replicas=1).start()
+    settings = BrokerSettings(redis_url=servers.url, prefix="fo")
+    workers = WorkerProcesses(settings)
     llm = None
     try:
-        settings = BrokerSettings(redis_url=servers.url, prefix="fo")
-        await start_echo_workers(settings, spawned_workers, "fo", 2, "delay=0.1", "chunks=12")
+        for _ in range(2):
+            workers.start("fo", "delay=0.1", "chunks=12", concurrency=4)
         llm = AsyncByzerLLM(settings=settings)
         assert (await llm.chat_oai("warm up", model="fo"))[0].output == "warm up"
         owner = _owner(servers, "fo")
@@ -325,6 +333,7 @@ async def test_calls_in_flight_end_when_their_master_fails_over(spawned_workers)
     finally:
         if llm is not None:
             await llm.aclose()
+        workers.stop_all()
         servers.stop()
 
 

@@ -31,7 +31,8 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
-from tests.processes import FAST_WORKER, NodeAgent, start_echo_workers
+from tests.conftest import WorkerProcesses
+from tests.processes import FAST_WORKER, NodeAgent
 from tests.redis_server import RedisServer, SentinelServer
 from tests.waiting import until, until_sync
 
@@ -219,6 +220,13 @@ def sentinel_settings(sentinel_set: SentinelSet) -> BrokerSettings:
 
 
 @pytest.fixture
+def sentinel_workers(sentinel_settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(sentinel_settings)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
 async def client(sentinel_settings: BrokerSettings) -> AsyncIterator[AsyncByzerLLM]:
     llm = AsyncByzerLLM(settings=sentinel_settings, default_model_name="echo")
     yield llm
@@ -289,9 +297,10 @@ def _answered_or_told(outcome: str | ByzerLLMError, text: str) -> bool:
 
 @pytest.mark.slow
 async def test_everything_follows_a_promoted_replica_and_no_call_hangs(
-    sentinel_set, sentinel_settings, spawned_workers, client, node_agent
+    sentinel_set, sentinel_settings, sentinel_workers, client, node_agent
 ):
-    await start_echo_workers(sentinel_settings, spawned_workers, "echo", 2, "delay=0.25")
+    for _ in range(2):
+        sentinel_workers.start("echo", "delay=0.25", concurrency=4)
     await until(
         lambda: asyncio.to_thread(_node_reported, sentinel_set, node_agent, 0),
         "the node agent to report",
@@ -325,9 +334,9 @@ async def test_everything_follows_a_promoted_replica_and_no_call_hangs(
     # the same client and the same worker processes serve new calls on the new master
     after = await asyncio.gather(*(client.chat_oai(f"after the failover {i}") for i in range(8)))
     assert [r[0].output for r in after] == [f"after the failover {i}" for i in range(8)]
-    pids = {str(w.pid) for w in spawned_workers}
+    pids = {str(w.pid) for w in sentinel_workers.workers}
     assert {r[0].metadata["worker_id"].split("-")[-2] for r in after} <= pids
-    assert all(w.proc.poll() is None for w in spawned_workers)
+    assert all(w.proc.poll() is None for w in sentinel_workers.workers)
     streamed = [d async for d, _ in client.stream_chat_oai("one more stream", delta_mode=True)]
     assert "".join(streamed) == "one more stream"
     # and none ran twice: 20 requests, 20 runs (counted by the workers, in Redis)
