@@ -28,7 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.harness import Latencies, cpu_seconds, private_redis, workers
-from benchmarks.overhead import measure_broker, measure_direct, run, start_stub
+from benchmarks.overhead import (
+    AsyncClient,
+    byzerllm_client,
+    measure_clients,
+    openai_client,
+    run,
+    start_stub,
+)
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from tests.redis_server import free_port
@@ -172,12 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     stub = start_stub(stub_port)
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     procs: list[subprocess.Popen[bytes]] = [stub]
-    results: dict[str, dict[str, Any]] = {}
     gateway_cpu: float | None = None
     try:
         with private_redis() as settings:
             console.print(f"stub at {stub_url}, Redis at {settings.redis_url}")
-            results["direct"] = run(measure_direct(stub_url, n_seq, n_tp))
             # the alias is the stub's model name, so the same SDK calls serve both
             spec = DeploySpec(
                 alias="gpt-4o",
@@ -191,32 +196,34 @@ def main(argv: list[str] | None = None) -> None:
                 },
             )
             with workers(settings, spec, 1):
-                # byzerllm's Python client over the same worker: what the HTTP hop adds to it
-                results["python client"] = run(measure_broker(settings, spec.alias, n_seq, n_tp))
                 port = free_port()
                 gateway = start_gateway(settings, port, not args.no_access_log)
                 procs.append(gateway)
-                gateway_url = f"http://127.0.0.1:{port}/v1"
+                clients: dict[str, AsyncClient] = {
+                    "direct": openai_client(stub_url, KEY),
+                    # byzerllm's Python client over the same worker: the HTTP hop apart
+                    "python client": byzerllm_client(settings, spec.alias),
+                    "byzerllm serve": openai_client(f"http://127.0.0.1:{port}/v1", KEY),
+                }
+                if litellm_available(args.litellm_python):
+                    lite_port = free_port()
+                    lite = start_litellm(args.litellm_python, stub_url, lite_port)
+                    if lite is None:
+                        console.print("litellm is installed but its proxy did not start: skipped")
+                    else:
+                        procs.append(lite)
+                        clients["litellm proxy"] = openai_client(
+                            f"http://127.0.0.1:{lite_port}", KEY
+                        )
+                else:
+                    console.print("litellm is not installed: the LiteLLM comparison is skipped")
                 before = cpu_seconds(gateway.pid)
-                results["byzerllm serve"] = run(measure_direct(gateway_url, n_seq, n_tp))
+                results = run(measure_clients(clients, n_seq, n_tp))
                 after = cpu_seconds(gateway.pid)
                 if before is not None and after is not None:
-                    # measure_direct: 200 warm-up calls, n_seq, n_tp, n_seq // 2 streams
+                    # measure_clients: 200 warm-up calls, n_seq, n_tp, n_seq // 2 streams
                     calls = 200 + n_seq + n_tp + n_seq // 2
                     gateway_cpu = (after - before) / calls * 1e6
-                gateway.terminate()
-                gateway.wait(30)
-            if litellm_available(args.litellm_python):
-                lite_port = free_port()
-                lite = start_litellm(args.litellm_python, stub_url, lite_port)
-                if lite is None:
-                    console.print("litellm is installed but its proxy did not start: skipped")
-                else:
-                    procs.append(lite)
-                    lite_url = f"http://127.0.0.1:{lite_port}"
-                    results["litellm proxy"] = run(measure_direct(lite_url, n_seq, n_tp))
-            else:
-                console.print("litellm is not installed: the LiteLLM comparison is skipped")
         report(results)
         if gateway_cpu is not None:
             console.print(f"gateway process CPU per request: {gateway_cpu:.0f} us")

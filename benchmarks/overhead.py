@@ -23,8 +23,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.table import Table
 
@@ -34,7 +36,9 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
 from tests.redis_server import free_port
 
-MESSAGES = [{"role": "user", "content": "say something short and useful please"}]
+PROMPT = "say something short and useful please"
+MESSAGES = [{"role": "user", "content": PROMPT}]  # byzerllm's clients
+SDK_MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]
 console = Console(width=150)  # the table stays one line per measure
 
 
@@ -60,7 +64,7 @@ BLOCK = 50
 
 def block_order(n: int, clients: int) -> list[tuple[int, int]]:
     """(client, calls) turns for ``n`` calls each, in blocks, alternating who leads."""
-    turns = []
+    turns: list[tuple[int, int]] = []
     for i, start in enumerate(range(0, n, BLOCK)):
         size = min(BLOCK, n - start)
         order = range(clients) if i % 2 == 0 else reversed(range(clients))
@@ -68,16 +72,15 @@ def block_order(n: int, clients: int) -> list[tuple[int, int]]:
     return turns
 
 
-async def alternating(
-    calls: list[Callable[[], Awaitable[float | None]]], n: int
-) -> list[Latencies]:
+async def alternating(calls: list[Callable[..., Awaitable[object]]], n: int) -> list[Latencies]:
     """Latencies of ``n`` sequential calls of each, in alternating blocks."""
     samples: list[list[float]] = [[] for _ in calls]
     for k, size in block_order(n, len(calls)):
         for _ in range(size):
             start = time.perf_counter()
             measured = await calls[k]()
-            samples[k].append(measured if measured is not None else time.perf_counter() - start)
+            elapsed = measured if isinstance(measured, float) else time.perf_counter() - start
+            samples[k].append(elapsed)
     return [Latencies(s) for s in samples]
 
 
@@ -92,61 +95,84 @@ def alternating_sync(calls: list[Callable[[], float | None]], n: int) -> list[La
     return [Latencies(s) for s in samples]
 
 
+@dataclass
+class AsyncClient:
+    """One client under test: a whole-answer call and a streamed call that returns
+    the seconds to its first text."""
+
+    call: Callable[[int], Awaitable[object]]
+    first: Callable[[], Awaitable[float]]
+    close: Callable[[], Awaitable[object]]
+
+
+def openai_client(base_url: str, api_key: str = "sk-bench") -> AsyncClient:
+    """``AsyncOpenAI`` at ``base_url``: the stub itself, or a gateway in front of it."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+    async def call(_: int = 0) -> None:
+        await client.chat.completions.create(model="gpt-4o", messages=SDK_MESSAGES)
+
+    async def first() -> float:
+        start = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=SDK_MESSAGES, stream=True
+        )
+        seen = 0.0
+        async for chunk in stream:
+            if not seen and chunk.choices and chunk.choices[0].delta.content:
+                seen = time.perf_counter() - start
+        return seen
+
+    return AsyncClient(call, first, client.close)
+
+
+def byzerllm_client(settings: BrokerSettings, alias: str) -> AsyncClient:
+    """``AsyncByzerLLM`` through the broker to ``alias``' workers."""
+    llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
+
+    async def call(_: int = 0) -> None:
+        await llm.chat_oai(MESSAGES)
+
+    async def first() -> float:
+        start = time.perf_counter()
+        seen = 0.0
+        async for text, _meta in llm.stream_chat_oai(MESSAGES, delta_mode=True):
+            if not seen and text:
+                seen = time.perf_counter() - start
+        return seen
+
+    return AsyncClient(call, first, llm.aclose)
+
+
+async def measure_clients(
+    clients: dict[str, AsyncClient], n_seq: int, n_tp: int
+) -> dict[str, dict[str, Any]]:
+    """Sequential latency and first chunks of every client in alternating blocks (the
+    same minutes weigh on all of them), then each one's throughput at 32 in flight."""
+    for client in clients.values():
+        await throughput(client.call, 200, 8)  # warm up connections and code paths
+    seq = await alternating([c.call for c in clients.values()], n_seq)
+    first = await alternating([c.first for c in clients.values()], n_seq // 2)
+    results = {}
+    for i, (name, client) in enumerate(clients.items()):
+        tp = await throughput(client.call, n_tp, 32)
+        results[name] = {"seq": seq[i], "first": first[i], "tp": tp}
+    for client in clients.values():
+        await client.close()
+    return results
+
+
 async def measure_async(
     base_url: str, settings: BrokerSettings, alias: str, n_seq: int, n_tp: int
 ) -> dict[str, dict[str, Any]]:
     """``AsyncOpenAI`` straight to the stub against ``AsyncByzerLLM`` through the broker."""
-    from openai import AsyncOpenAI
-
-    client = AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
-    llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
-
-    async def direct_call(_: int = 0) -> None:
-        await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-
-    async def direct_first() -> float:
-        start = time.perf_counter()
-        stream = await client.chat.completions.create(
-            model="gpt-4o",
-            messages=MESSAGES,
-            stream=True,  # type: ignore[arg-type]
-        )
-        first = 0.0
-        async for chunk in stream:
-            if not first and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - start
-        return first
-
-    async def broker_call(_: int = 0) -> None:
-        await llm.chat_oai(MESSAGES)
-
-    async def broker_first() -> float:
-        start = time.perf_counter()
-        first = 0.0
-        async for text, _meta in llm.stream_chat_oai(MESSAGES, delta_mode=True):
-            if not first and text:
-                first = time.perf_counter() - start
-        return first
-
-    await throughput(direct_call, 200, 8)  # warm up connections and code paths
-    await throughput(broker_call, 200, 8)
-    seq = await alternating([direct_call, broker_call], n_seq)
-    first = await alternating([direct_first, broker_first], n_seq // 2)
-    results = {
-        "direct async": {
-            "seq": seq[0],
-            "first": first[0],
-            "tp": await throughput(direct_call, n_tp, 32),
-        },
-        "async client": {
-            "seq": seq[1],
-            "first": first[1],
-            "tp": await throughput(broker_call, n_tp, 32),
-        },
+    clients = {
+        "direct async": openai_client(base_url),
+        "async client": byzerllm_client(settings, alias),
     }
-    await client.close()
-    await llm.aclose()
-    return results
+    return await measure_clients(clients, n_seq, n_tp)
 
 
 def sync_throughput(call: Callable[[], object], n: int, threads: int) -> float:
@@ -172,14 +198,14 @@ def measure_sync(
     llm.setup_default_model_name(alias)
 
     def direct_call() -> None:
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o", messages=SDK_MESSAGES)
 
     def direct_first() -> float:
         start = time.perf_counter()
         stream = client.chat.completions.create(
             model="gpt-4o",
-            messages=MESSAGES,
-            stream=True,  # type: ignore[arg-type]
+            messages=SDK_MESSAGES,
+            stream=True,
         )
         first = 0.0
         for chunk in stream:

@@ -64,7 +64,7 @@ def _client(settings_json: str, aliases: list[str], in_flight: int, total: int, 
             for i in numbers:
                 question = f"stream number {i} of this client"
                 start = time.perf_counter()
-                pieces = []
+                pieces: list[str] = []
                 async for text, _ in llm.stream_chat_oai(question, model=alias, delta_mode=True):
                     if not pieces:
                         first_chunks.append(time.perf_counter() - start)
