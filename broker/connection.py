@@ -18,6 +18,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnec
 
 from byzerllm.broker.cluster import create_cluster, is_cluster
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
+from byzerllm.broker.packing import pack_with_hiredis
 from byzerllm.broker.settings import BrokerSettings, SentinelTarget
 
 T = TypeVar("T")
@@ -58,14 +59,16 @@ def create_redis(settings: BrokerSettings, *, blocking: bool = False) -> aioredi
     options = client_options(settings, blocking=blocking)
     target = settings.sentinel
     if target is not None:
-        return _sentinel_master(target, options, settings.connect_timeout)
-    nodes = settings.cluster
-    if nodes is not None:
-        return create_cluster(nodes, options)
-    try:
-        return aioredis.Redis.from_url(settings.redis_url, **options)
-    except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {settings.safe_url!r}: {exc}") from None
+        client = _sentinel_master(target, options, settings.connect_timeout)
+    elif settings.cluster is not None:
+        return create_cluster(settings.cluster, options)  # packs with hiredis itself
+    else:
+        try:
+            client = aioredis.Redis.from_url(settings.redis_url, **options)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {settings.safe_url!r}: {exc}") from None
+    pack_with_hiredis(client.connection_pool)
+    return client
 
 
 class _SentinelPool(SentinelConnectionPool):
