@@ -2,7 +2,7 @@
 
 redis-py's synchronous client packs with hiredis when it is installed; its
 asyncio client (5.x, the newest arq allows) always packs in Python, about
-6 µs for one EVALSHA against 1.4 µs, and 17% of a busy client's CPU went
+6 µs for one EVALSHA against 1.4 µs, and 16% of a busy client's time went
 there (benchmarks/README.md). Every connection class the broker uses gets
 this mixin (:func:`packing_class`), so plain, TLS, unix-socket, Sentinel and
 Cluster connections all pack alike. The bytes on the wire are the same
