@@ -12,7 +12,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -26,6 +26,9 @@ from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 from byzerllm.workers.runtime import Worker, WorkerTiming
 from tests.processes import FAST_WORKER
 from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:  # imported where used: the gateway's dependencies are an extra
+    from tests.gateway_server import Gateway
 
 FAST = WorkerTiming(
     heartbeat_interval=0.2, heartbeat_ttl=1.0, claim_idle=1.5, block_ms=2000, drain_timeout=10
@@ -160,3 +163,40 @@ def worker_procs(settings: BrokerSettings) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(settings)
     yield procs
     procs.stop_all()
+
+
+# -- byzerllm serve (tests/gateway_server.py), for the gateway's tests ---------------------
+
+
+@pytest.fixture
+def gateway(settings: BrokerSettings) -> Iterator[Gateway]:
+    """The gateway app, served on a free port, with the test master key."""
+    from tests.gateway_server import Gateway
+
+    with Gateway(settings) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def aclient(gateway: Gateway) -> AsyncIterator[Any]:
+    """The openai SDK's async client, pointed at the gateway."""
+    import openai
+
+    from tests.gateway_server import KEY
+
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def http(gateway: Gateway) -> AsyncIterator[Any]:
+    """Plain HTTP to the gateway, with the master key."""
+    import httpx2
+
+    from tests.gateway_server import KEY
+
+    async with httpx2.AsyncClient(
+        base_url=gateway.url(""), headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    ) as client:
+        yield client

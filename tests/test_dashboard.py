@@ -32,7 +32,7 @@ from byzerllm.broker import deployments  # noqa: E402
 from byzerllm.broker.api_keys import ApiKeys  # noqa: E402
 from byzerllm.broker.connection import connect  # noqa: E402
 from byzerllm.broker.keys import Keys  # noqa: E402
-from tests.test_gateway import KEY, Gateway  # noqa: E402
+from tests.gateway_server import KEY, Gateway  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/test installs it
 FAILURE = "the backend is down on purpose"

@@ -13,8 +13,7 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,78 +24,10 @@ openai = pytest.importorskip("openai")
 httpx2 = pytest.importorskip("httpx2")
 
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
-from byzerllm.client.gateway import create_app  # noqa: E402
+from tests.gateway_server import ADD_TOOL, KEY, STUB_KEY, Gateway  # noqa: E402
 from tests.openai_stub import OpenAIStub  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
 from tests.waiting import until, until_sync  # noqa: E402
-
-KEY = "sk-gateway-test-0123456789"
-STUB_KEY = "sk-stub-0123456789"
-ADD_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two numbers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
-
-
-class Gateway:
-    """The gateway app served by uvicorn in a thread of its own (its own event loop)."""
-
-    def __init__(self, settings: BrokerSettings, master_key: str | None = KEY, **kw: Any):
-        self.port = free_port()
-        app = create_app(settings, master_key=master_key, **kw)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def __enter__(self) -> Gateway:
-        self.thread.start()
-        until_sync(
-            lambda: self.server.started or not self.thread.is_alive(), "the gateway to listen"
-        )
-        assert self.server.started, "the gateway did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-@pytest.fixture
-def gateway(settings: BrokerSettings) -> Iterator[Gateway]:
-    with Gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def aclient(gateway: Gateway) -> AsyncIterator[Any]:
-    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[Any]:
-    async with httpx2.AsyncClient(
-        base_url=gateway.url(""), headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-    ) as client:
-        yield client
 
 
 @pytest.fixture

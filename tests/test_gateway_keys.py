@@ -30,8 +30,8 @@ from byzerllm.broker.api_keys import day_of, digest_of  # noqa: E402
 from byzerllm.broker.keys import Keys  # noqa: E402
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
 from byzerllm.cli.main import byzerllm_cli  # noqa: E402
+from tests.gateway_server import Gateway as ServedGateway  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
-from tests.test_gateway import Gateway as ServedGateway  # noqa: E402
 from tests.waiting import until_sync  # noqa: E402
 
 MASTER = "sk-master-for-the-key-tests-0123456789"

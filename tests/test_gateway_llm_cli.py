@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,20 +24,13 @@ import yaml
 pytest.importorskip("starlette")
 pytest.importorskip("llm", reason="the llm tool is not installed (pip install llm)")
 
-from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.llm import AsyncByzerLLM
-from tests.test_gateway import KEY, Gateway
+from tests.gateway_server import KEY, Gateway
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(300)
 
 MODEL_ID = "byz-echo"
-
-
-@pytest.fixture
-def gateway(settings: BrokerSettings) -> Iterator[Gateway]:
-    with Gateway(settings) as gw:
-        yield gw
 
 
 def configure(home: Path, gateway: Gateway, alias: str = "echo", key: str = KEY) -> Path:

@@ -15,7 +15,7 @@ import base64
 import io
 import threading
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ httpx2 = pytest.importorskip("httpx2")
 
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
 from byzerllm.client.llm import AsyncByzerLLM  # noqa: E402
+from tests.gateway_server import KEY, Gateway  # noqa: E402
 from tests.openai_stub import OpenAIStub  # noqa: E402
-from tests.test_gateway import KEY, Gateway  # noqa: E402
 from tests.waiting import until  # noqa: E402
 
 STUB_KEY = "sk-stub-media-0123456789"
@@ -40,20 +40,6 @@ SPOKEN = b"hello from a real wav file"
 def stub() -> Iterator[OpenAIStub]:
     with OpenAIStub(api_key=STUB_KEY) as server:
         yield server
-
-
-@pytest.fixture
-def gateway(settings: BrokerSettings) -> Iterator[Gateway]:
-    with Gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[Any]:
-    async with httpx2.AsyncClient(
-        base_url=gateway.url(""), headers={"Authorization": f"Bearer {KEY}"}, timeout=60
-    ) as client:
-        yield client
 
 
 def vendor(worker_procs: Any, stub: OpenAIStub, alias: str, model: str, **kw: Any) -> None:
@@ -339,13 +325,6 @@ async def test_bad_bodies_are_400_naming_the_parameter(start_worker, stub, http,
         files={"file": ("speech", audio, "application/octet-stream")},
     )
     assert unnamed["param"] == "file" and "wav" in unnamed["message"]
-
-
-@pytest.fixture
-async def aclient(gateway: Gateway) -> AsyncIterator[Any]:
-    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
-    yield client
-    await client.close()
 
 
 async def test_an_alias_of_another_kind_is_400_naming_its_endpoint(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
@@ -26,13 +26,12 @@ openai = pytest.importorskip("openai")
 
 from openai.lib.streaming.chat import ChatCompletionStreamState  # noqa: E402
 
-from byzerllm.broker.settings import BrokerSettings  # noqa: E402
 from tests import test_saas_aws_bedrock as bedrock_tests  # noqa: E402
 from tests import test_saas_claude as claude_tests  # noqa: E402
+from tests.gateway_server import ADD_TOOL, STUB_KEY  # noqa: E402
 from tests.openai_stub import OpenAIStub  # noqa: E402
 from tests.stubs.anthropic_stub import AnthropicStub  # noqa: E402
 from tests.stubs.bedrock_stub import BedrockStub  # noqa: E402
-from tests.test_gateway import ADD_TOOL, KEY, STUB_KEY, Gateway  # noqa: E402
 from tests.test_recovery import _busy_worker_pid  # noqa: E402
 
 ARGUMENTS = '{"a": 2, "b": 3}'  # the stub streams it in four pieces, one per word
@@ -62,19 +61,6 @@ def start_gpt(worker_procs: Any, stub: OpenAIStub, count: int = 1) -> list[Any]:
     """``count`` real ``saas/openai`` worker processes of the alias ``gpt``."""
     params = (f"saas.base_url={stub.base_url}", f"saas.api_key={STUB_KEY}", "saas.model=gpt-4o")
     return [worker_procs.start("gpt", *params, model_type="saas/openai") for _ in range(count)]
-
-
-@pytest.fixture
-def gateway(settings: BrokerSettings) -> Iterator[Gateway]:
-    with Gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def aclient(gateway: Gateway) -> AsyncIterator[Any]:
-    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
-    yield client
-    await client.close()
 
 
 class Steps:

@@ -40,8 +40,8 @@ from byzerllm.broker.metrics import (  # noqa: E402
     read_metrics,
 )
 from byzerllm.broker.settings import BrokerSettings  # noqa: E402
+from tests.gateway_server import Gateway as ServedGateway  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
-from tests.test_gateway import Gateway as ServedGateway  # noqa: E402
 from tests.waiting import until, until_sync  # noqa: E402
 
 KEY = "sk-metrics-test-0123456789"
