@@ -76,7 +76,7 @@ async def test_a_cancelled_caller_leaves_the_batcher_working(redis):
     await batcher.aclose()
 
 
-async def test_close_sends_what_was_queued(redis, settings):
+async def test_close_sends_what_was_queued(redis):
     await redis.delete("batch:sent")
     batcher = CommandBatcher(redis)
     busy = asyncio.create_task(batcher.call("SET", "batch:first", 1))
