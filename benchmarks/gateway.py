@@ -35,9 +35,9 @@ from benchmarks.overhead import (
     openai_client,
     run,
     start_stub,
+    stub_spec,
 )
 from byzerllm.broker.settings import BrokerSettings
-from byzerllm.broker.spec import DeploySpec
 from tests.redis_server import free_port
 
 KEY = "sk-bench"  # the stub takes any key; the gateway requires this one
@@ -184,17 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         with private_redis() as settings:
             console.print(f"stub at {stub_url}, Redis at {settings.redis_url}")
             # the alias is the stub's model name, so the same SDK calls serve both
-            spec = DeploySpec(
-                alias="gpt-4o",
-                pretrained_model_type="saas/openai",
-                worker_concurrency=256,
-                infer_params={
-                    "saas.base_url": stub_url,
-                    "saas.api_key": KEY,
-                    "saas.model": "gpt-4o",
-                    "saas.max_retries": 0,
-                },
-            )
+            spec = stub_spec(stub_url, alias="gpt-4o", api_key=KEY)
             with workers(settings, spec, 1):
                 port = free_port()
                 gateway = start_gateway(settings, port, not args.no_access_log)

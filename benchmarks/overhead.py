@@ -55,6 +55,21 @@ def start_stub(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
+def stub_spec(base_url: str, alias: str = "bench_openai", api_key: str = "sk-bench") -> DeploySpec:
+    """A ``saas/openai`` deployment of the stub's ``gpt-4o``, as every benchmark serves it."""
+    return DeploySpec(
+        alias=alias,
+        pretrained_model_type="saas/openai",
+        worker_concurrency=256,
+        infer_params={
+            "saas.base_url": base_url,
+            "saas.api_key": api_key,
+            "saas.model": "gpt-4o",
+            "saas.max_retries": 0,
+        },
+    )
+
+
 # Sequential calls run in blocks of this many, the clients taking turns (ABBA):
 # within a block a client runs as it would alone (alternating call by call keeps
 # every process colder and slows both by 0.3-0.7 ms here), while a slow minute
@@ -241,6 +256,7 @@ def measure_sync(
         },
     }
     client.close()
+    llm.close()  # before the benchmark's Redis stops, or its reader reports the outage
     return results
 
 
@@ -320,17 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with private_redis() as settings:
             console.print(f"stub at {base_url}, Redis at {settings.redis_url}")
-            spec = DeploySpec(
-                alias="bench_openai",
-                pretrained_model_type="saas/openai",
-                worker_concurrency=256,
-                infer_params={
-                    "saas.base_url": base_url,
-                    "saas.api_key": "sk-bench",
-                    "saas.model": "gpt-4o",
-                    "saas.max_retries": 0,
-                },
-            )
+            spec = stub_spec(base_url)
             with workers(settings, spec, 1):
                 by_kind = run(measure_async(base_url, settings, spec.alias, n_seq, n_tp))
                 by_kind.update(measure_sync(base_url, settings, spec.alias, n_seq, n_tp))

@@ -275,19 +275,16 @@ class RequestChannel:
         the worker.
         """
         finished = False
-        loop = asyncio.get_running_loop()
-        when = None if call.deadline is None else loop.time() + (call.deadline - time.time())
+        # one timer for the whole call, not a timeout scope around every reply: a
+        # stream's deltas then cost a queue read each, and nothing more
+        timer = None
+        if call.deadline is not None:
+            loop = asyncio.get_running_loop()
+            when = loop.time() + (call.deadline - time.time())
+            timer = loop.call_at(when, self._expire, call)
         try:
             while True:
-                try:
-                    async with asyncio.timeout_at(when):
-                        item = await call.queue.get()
-                except TimeoutError:
-                    raise RequestTimeoutError(
-                        f"request {call.rid} for {call.alias!r} got no complete answer before "
-                        "its deadline; raise the timeout or check `byzerllm stat "
-                        f"--model {call.alias}`"
-                    ) from None
+                item = await call.queue.get()
                 if item.attempt < call.attempt:
                     continue
                 if item.type is ReplyType.ERROR:
@@ -298,10 +295,27 @@ class RequestChannel:
                     finished = True
                     return
         finally:
+            if timer is not None:
+                timer.cancel()
             if finished:
                 self._calls.pop(call.rid, None)
             else:
                 self.cancel(call)
+
+    def _expire(self, call: Call) -> None:
+        """The call's deadline passed before its end was queued: it ends with
+        RequestTimeoutError (after the replies queued before it) and stops on
+        the worker."""
+        if call.ended:
+            return
+        self.cancel(call)
+        self._end(
+            call,
+            RequestTimeoutError(
+                f"request {call.rid} for {call.alias!r} got no complete answer before "
+                f"its deadline; raise the timeout or check `byzerllm stat --model {call.alias}`"
+            ),
+        )
 
     async def _read_loop(self) -> None:
         last_refresh = time.monotonic()
@@ -423,11 +437,6 @@ class RequestChannel:
             return
         if recreated is not None:
             self._last_id = recreated
-            self._end_all(
-                "the client's reply stream was lost (Redis restarted without its data, or "
-                "this process stopped reading for over a minute); the request may or may "
-                "not have run: retry it"
-            )
             self._end_all(
                 "the client's reply stream was lost (Redis restarted without its data, or "
                 "this process stopped reading for over a minute); the request may or may "

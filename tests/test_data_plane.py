@@ -151,6 +151,22 @@ async def test_client_deadline_raises_timeout(start_worker, settings):
     await client.aclose()
 
 
+async def test_stream_deadline_raises_timeout_after_the_pieces_in_time(start_worker, settings):
+    """One timer serves the whole call: the first piece comes, then the deadline ends it
+    (an hour between words: without the deadline the stream would hang)."""
+    worker = await start_worker("echo", delay=3600)
+    client = AsyncByzerLLM(settings=settings, default_model_name="echo", request_timeout=0.5)
+    pieces = []
+    with pytest.raises(RequestTimeoutError, match="'echo'"):
+        async for text, _meta in client.stream_chat_oai("a b c", delta_mode=True):
+            pieces.append(text)
+    assert pieces == ["a "]
+    await until(lambda: not worker._inflight, "the worker to drop the timed-out request")
+    [answer] = await client.chat_oai("d")  # the client serves on
+    assert answer.output == "d"
+    await client.aclose()
+
+
 async def test_request_past_deadline_is_not_run(start_worker, settings, llm):
     """B expires while queued behind A; the worker answers it without running it."""
     worker = await start_worker("echo", concurrency=1, delay=3600)  # an hour between words
