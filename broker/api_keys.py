@@ -203,7 +203,8 @@ class ApiKeys:
         if not await awaitable(self._redis.hsetnx(self._keys.api_key_names, name, digest)):
             existing = await self._by_name(name)
             state = (
-                " (revoked; names stay taken, so its usage keeps its name)"
+                " (revoked: its name stays taken, with its usage, until `byzerllm keys "
+                f"delete {name}`)"
                 if (existing is not None and not existing[1].active)
                 else ""
             )
@@ -256,6 +257,25 @@ class ApiKeys:
             self._redis.hset(self._keys.api_key(digest).record, "revoked", f"{now:.3f}")
         )
         return replace(record, revoked=now), True
+
+    async def delete(self, name: str, now: float | None = None) -> ApiKeyRecord:
+        """Forget the revoked key ``name``: its record and usage go, and the name is
+        free again. An active key is refused: revoking first makes deleting a key
+        that gateways still let in a two-step, deliberate act."""
+        digest, record = await self._known(name)
+        if record.active:
+            raise ConfigurationError(
+                f"the API key {name!r} is active; revoke it first (byzerllm keys revoke "
+                f"{name}), then delete it"
+            )
+        ak = self._keys.api_key(digest)
+        today = time.time() if now is None else now
+        # every day a usage hash can still exist for (they share the key's hash tag:
+        # one slot, so one command even on a cluster)
+        days = [ak.usage(day_of(today - 86400 * back)) for back in range(USAGE_TTL // 86400 + 1)]
+        await awaitable(self._redis.unlink(ak.record, *days))
+        await awaitable(self._redis.hdel(self._keys.api_key_names, record.name))
+        return record
 
     async def usage(
         self, name: str | None = None, days: int = 7, now: float | None = None

@@ -1,4 +1,4 @@
-"""``byzerllm keys``: the gateway's API keys (create, list, revoke, usage).
+"""``byzerllm keys``: the gateway's API keys (create, list, revoke, delete, usage).
 
 A key is printed once, by ``create``, on stdout alone (so ``KEY=$(byzerllm keys
 create --name x)`` works); Redis keeps only its digest, so nothing can show it
@@ -120,6 +120,15 @@ def revoke(redis_url: str | None, name: str) -> None:
         console.print(f"API key {record.name!r} revoked")
     else:
         console.print(f"API key {record.name!r} was already revoked ({_when(record.revoked)})")
+
+
+@keys.command()
+@redis_url_options
+@click.argument("name")
+def delete(redis_url: str | None, name: str) -> None:
+    """Delete the revoked key NAME with its usage; the name can then be used again."""
+    record = _with_keys(redis_url, lambda store: store.delete(name))
+    console.print(f"API key {record.name!r} deleted, with its usage")
 
 
 @keys.command()

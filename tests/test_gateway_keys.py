@@ -379,6 +379,8 @@ def _invoke(settings: BrokerSettings, *args: str) -> Any:
         (["revoke", "ghost"], "no API key is named 'ghost'; known names: taken"),
         (["usage", "--name", "ghost"], "no API key is named 'ghost'"),
         (["usage", "--days", "0"], "days must be 1 or more, got 0"),
+        (["delete", "ghost"], "no API key is named 'ghost'; known names: taken"),
+        (["delete", "taken"], "the API key 'taken' is active; revoke it first"),
         (["create", "--name", "taken"], "an API key named 'taken' exists already"),
     ],
 )
@@ -387,6 +389,21 @@ def test_bad_input_is_named_with_the_fix(settings, args, message):
     result = _invoke(settings, *args)
     assert result.exit_code != 0
     assert message in result.output, result.output
+
+
+def test_a_deleted_key_leaves_nothing_in_redis_and_frees_its_name(settings, sync_redis):
+    key = create_key(settings, "temp")
+    digest = digest_of(key).encode()
+    ak = Keys(settings.prefix).api_key(digest_of(key))
+    for day in (time.time(), time.time() - 86400 * 300):  # today's usage, and an old day's
+        sync_redis.hset(ak.usage(day_of(day)), "requests", 3)
+    assert digest in everything_in_redis(sync_redis)
+    keys_cli(settings, "revoke", "temp")
+    done = keys_cli(settings, "delete", "temp")
+    assert "API key 'temp' deleted" in done.stderr
+    assert digest not in everything_in_redis(sync_redis), "no record, usage or name is left"
+    assert "temp" not in keys_cli(settings, "list").stdout
+    assert create_key(settings, "temp") != key, "the name is free for a new key"
 
 
 # -- the limits' window, at chosen times ------------------------------------------------
