@@ -30,7 +30,14 @@ from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.harness import Latencies, private_redis, throughput, workers
+from benchmarks.harness import (
+    CollectorTime,
+    Latencies,
+    cpu_seconds,
+    private_redis,
+    throughput,
+    workers,
+)
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.client.llm import AsyncByzerLLM
@@ -260,7 +267,19 @@ def measure_sync(
     return results
 
 
-async def measure_echo(settings: BrokerSettings, alias: str, n: int) -> float:
+@dataclass
+class EchoResult:
+    """Echo throughput, and the CPU each process spent per request."""
+
+    rps: float
+    client_us: float
+    gc_us: float  # of the client's: in the cyclic garbage collector
+    workers_us: list[float]
+
+
+async def measure_echo(
+    settings: BrokerSettings, alias: str, n: int, worker_pids: list[int]
+) -> EchoResult:
     llm = AsyncByzerLLM(settings=settings, default_model_name=alias)
 
     async def call(i: int) -> None:
@@ -268,9 +287,19 @@ async def measure_echo(settings: BrokerSettings, alias: str, n: int) -> float:
         assert r.output == f"q{i}"
 
     await throughput(call, 1000, 256)
-    rps = await throughput(call, n, 512)
+    before = [cpu_seconds(pid) or 0.0 for pid in worker_pids]
+    cpu = time.process_time()
+    with CollectorTime() as collector:
+        rps = await throughput(call, n, 512)
+    cpu = time.process_time() - cpu
+    after = [cpu_seconds(pid) or 0.0 for pid in worker_pids]
     await llm.aclose()
-    return rps
+    return EchoResult(
+        rps,
+        cpu / n * 1e6,
+        collector.seconds / n * 1e6,
+        [(b - a) / n * 1e6 for a, b in zip(before, after, strict=True)],
+    )
 
 
 def run(coro: Any) -> Any:
@@ -282,7 +311,7 @@ def run(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
-def report(results: dict[str, dict[str, Any]], echo_rps: float) -> None:
+def report(results: dict[str, dict[str, Any]], echo: EchoResult) -> None:
     """Each byzerllm client against the direct SDK client of its kind (async, sync)."""
     table = Table(title="byzerllm broker overhead (same stub, same openai SDK)")
     pairs = [("async client", "direct async"), ("ByzerLLM (sync)", "direct sync")]
@@ -322,7 +351,12 @@ def report(results: dict[str, dict[str, Any]], echo_rps: float) -> None:
         "added < 1 ms",
     )
     console.print(table)
-    console.print(f"echo backend, 1 alias, 2 worker processes: {echo_rps:.0f} req/s")
+    workers_us = " + ".join(f"{us:.0f}" for us in echo.workers_us)
+    console.print(
+        f"echo backend, 1 alias, 2 worker processes: {echo.rps:.0f} req/s; CPU per request: "
+        f"client {echo.client_us:.0f} µs (cyclic garbage collector {echo.gc_us:.0f} µs), "
+        f"workers {workers_us} µs"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -345,9 +379,11 @@ def main(argv: list[str] | None = None) -> None:
             echo = DeploySpec(
                 alias="bench_echo", pretrained_model_type="custom/echo", worker_concurrency=512
             )
-            with workers(settings, echo, 2):
-                echo_rps = run(measure_echo(settings, echo.alias, n_echo))
-        report(results, echo_rps)
+            with workers(settings, echo, 2) as procs:
+                echo_result = run(
+                    measure_echo(settings, echo.alias, n_echo, [p.pid for p in procs])
+                )
+        report(results, echo_result)
     finally:
         stub.terminate()
         stub.wait(10)

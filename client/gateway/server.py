@@ -44,7 +44,9 @@ def app_from_env() -> object:
     """The app for ``uvicorn --factory`` and worker processes: settings and the master
     key from the environment, as ``byzerllm serve`` passes them on."""
     from byzerllm.client.gateway.app import create_app
+    from byzerllm.workers.startup import tune_gc
 
+    tune_gc()  # each process of `serve --workers N` builds its app here
     return create_app(BrokerSettings.from_env(), master_key=master_key_from_env())
 
 
@@ -61,8 +63,11 @@ def serve(
     """Serve until interrupted. ``workers`` > 1 runs that many processes on one port."""
     import uvicorn
 
+    from byzerllm.workers.startup import tune_gc  # a process of ours: its collector too
+
     master_key = master_key_from_env()
     check_bind(host, master_key)
+    tune_gc()
     common = {
         "host": host,
         "port": port,
