@@ -12,6 +12,7 @@ the direct client and ours in blocks of 50 calls, so that a slow minute on a
 shared machine weighs on both alike; throughput runs one after the other.
 
     python -m benchmarks.overhead [--quick]
+    python -m benchmarks.overhead --echo-only 3     # the echo measure alone, 3 rounds
 """
 
 from __future__ import annotations
@@ -351,6 +352,10 @@ def report(results: dict[str, dict[str, Any]], echo: EchoResult) -> None:
         "added < 1 ms",
     )
     console.print(table)
+    report_echo(echo)
+
+
+def report_echo(echo: EchoResult) -> None:
     workers_us = " + ".join(f"{us:.0f}" for us in echo.workers_us)
     console.print(
         f"echo backend, 1 alias, 2 worker processes: {echo.rps:.0f} req/s; CPU per request: "
@@ -359,11 +364,29 @@ def report(results: dict[str, dict[str, Any]], echo: EchoResult) -> None:
     )
 
 
+def echo_only(settings: BrokerSettings, n: int, rounds: int) -> list[EchoResult]:
+    """The echo measure alone, ``rounds`` times on the same workers."""
+    echo = DeploySpec(
+        alias="bench_echo", pretrained_model_type="custom/echo", worker_concurrency=512
+    )
+    with workers(settings, echo, 2) as procs:
+        pids = [p.pid for p in procs]
+        return [run(measure_echo(settings, echo.alias, n, pids)) for _ in range(rounds)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer calls, noisier figures")
+    parser.add_argument(
+        "--echo-only", type=int, metavar="ROUNDS", help="only the echo measure, ROUNDS times"
+    )
     args = parser.parse_args(argv)
     n_seq, n_tp, n_echo = (300, 2000, 10000) if args.quick else (1000, 6000, 30000)
+    if args.echo_only:
+        with private_redis() as settings:
+            for result in echo_only(settings, n_echo, args.echo_only):
+                report_echo(result)
+        return
     port = free_port()
     stub = start_stub(port)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -376,13 +399,7 @@ def main(argv: list[str] | None = None) -> None:
                 by_kind.update(measure_sync(base_url, settings, spec.alias, n_seq, n_tp))
             order = ("direct async", "direct sync", "async client", "ByzerLLM (sync)")
             results = {name: by_kind[name] for name in order}
-            echo = DeploySpec(
-                alias="bench_echo", pretrained_model_type="custom/echo", worker_concurrency=512
-            )
-            with workers(settings, echo, 2) as procs:
-                echo_result = run(
-                    measure_echo(settings, echo.alias, n_echo, [p.pid for p in procs])
-                )
+            [echo_result] = echo_only(settings, n_echo, 1)
         report(results, echo_result)
     finally:
         stub.terminate()

@@ -207,6 +207,37 @@ class AsyncByzerLLM(ClientSetup):
         messages = _as_messages(conversations)
         if only_return_prompt:
             return [self._prompt_only(messages, model, llm_config)]
+        if not tools and response_class is None:
+            return await self._chat(messages, model, llm_config, extra_request_params)
+        return await self._shaped_chat(
+            messages,
+            model,
+            llm_config,
+            extra_request_params,
+            tools,
+            tool_choice,
+            execute_tool,
+            func_params,
+            response_class,
+            response_after_chat,
+        )
+
+    async def _shaped_chat(
+        self,
+        messages: list[dict[str, Any]],
+        model: str | None,
+        llm_config: dict[str, Any] | None,
+        extra_request_params: dict[str, Any] | None,
+        tools: list[Any] | None,
+        tool_choice: Any,
+        execute_tool: bool,
+        func_params: dict[str, Any] | None,
+        response_class: Any,
+        response_after_chat: bool,
+    ) -> list[Any]:
+        """``chat_oai`` with tools or a response class: requests made by client/tools.py.
+        (Apart from ``chat_oai``, whose plain calls then build no closure and no
+        cells: at a thousand calls in flight those are objects the collector walks.)"""
 
         async def send(
             messages: list[dict[str, Any]], payload: dict[str, Any] | None = None
@@ -217,9 +248,7 @@ class AsyncByzerLLM(ClientSetup):
             return await chat_with_tools(
                 send, messages, tools, tool_choice, execute_tool, func_params
             )
-        if response_class is not None:
-            return await chat_as_class(send, messages, response_class, response_after_chat)
-        return await send(messages)
+        return await chat_as_class(send, messages, response_class, response_after_chat)
 
     def _prompt_only(
         self, messages: list[dict[str, Any]], model: str | None, llm_config: Any
