@@ -13,12 +13,20 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions as rex
 from redis.exceptions import ResponseError
+
+from byzerllm.broker.connection import READ_TIMEOUT
 
 
 class CommandBatcher:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    """Pipelines the commands of concurrent callers on ``redis``: best a client made
+    with ``timed_reads=False`` (broker.connection), since each round trip is timed
+    here, as a whole, against ``read_timeout``."""
+
+    def __init__(self, redis: aioredis.Redis, read_timeout: float = READ_TIMEOUT) -> None:
         self._redis = redis
+        self._read_timeout = read_timeout
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +81,15 @@ class CommandBatcher:
                     fut.set_result(result)
 
     async def _execute(self, batch: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await self._round_trip(batch)
+        except TimeoutError:  # asyncio's: the connection was dropped mid-read by redis-py
+            raise rex.TimeoutError(
+                f"Redis did not answer {len(batch)} command(s) within {self._read_timeout:g} s"
+            ) from None
+
+    async def _round_trip(self, batch: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
         if len(batch) == 1:  # a lone command skips the pipeline machinery
             try:
                 return [await self._redis.execute_command(*batch[0][0])]

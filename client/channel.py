@@ -180,7 +180,9 @@ class RequestChannel:
                 return
             self._redis = await connect(self.settings)
             self._blocking = await connect(self.settings, blocking=True)
-            self._batcher = CommandBatcher(self._redis)
+            # the batcher's own client: it times each round trip, not each reply
+            self._pipelined = await connect(self.settings, timed_reads=False)
+            self._batcher = CommandBatcher(self._pipelined)
             self._admission = Admission(self._redis, self._batcher, self.settings)
             self._replies = ReplyStream(
                 self._redis, self._blocking, self._batcher, self.keys, self.client_id
@@ -245,6 +247,7 @@ class RequestChannel:
         except Exception:  # it expires by itself
             pass
         await self._blocking.aclose()
+        await self._pipelined.aclose()
         await self._redis.aclose()
 
     @property

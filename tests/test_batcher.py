@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, TimeoutError
 
 from byzerllm.broker.batcher import CommandBatcher
 from byzerllm.broker.connection import create_redis
@@ -20,7 +20,7 @@ async def _reads_processed(redis) -> int:
 
 @pytest.fixture
 async def redis(settings: BrokerSettings):
-    client = create_redis(settings)
+    client = create_redis(settings, timed_reads=False)  # as the client's channel makes it
     yield client
     await client.aclose()
 
@@ -87,3 +87,12 @@ async def test_close_sends_what_was_queued(redis):
     assert await redis.lrange("batch:sent", 0, -1) == [str(i).encode() for i in range(10)]
     with pytest.raises(RuntimeError, match="closed"):
         await batcher.call("PING")
+
+
+async def test_a_round_trip_past_the_read_timeout_fails_and_the_next_one_works(redis):
+    """The batcher times each round trip itself (its client times no reply)."""
+    batcher = CommandBatcher(redis, read_timeout=0.2)
+    with pytest.raises(TimeoutError, match=r"did not answer 1 command\(s\) within 0.2 s"):
+        await batcher.call("BLPOP", "batch:never", 5)  # Redis answers after 5 s
+    assert await batcher.call("PING") is True  # on a fresh connection
+    await batcher.aclose()
