@@ -1,4 +1,4 @@
-"""What our long-running processes set up first (workers/startup.py)."""
+"""What our long-running processes set up first (broker/process_setup.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from byzerllm.workers.startup import GC_YOUNG_THRESHOLD, tune_gc
+from byzerllm.broker.process_setup import GC_YOUNG_THRESHOLD, tune_gc
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import ipaddress
 import os
 
 from byzerllm.broker.errors import ConfigurationError
+from byzerllm.broker.process_setup import tune_gc
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.gateway.auth import MASTER_KEY_ENV
 
@@ -44,7 +45,6 @@ def app_from_env() -> object:
     """The app for ``uvicorn --factory`` and worker processes: settings and the master
     key from the environment, as ``byzerllm serve`` passes them on."""
     from byzerllm.client.gateway.app import create_app
-    from byzerllm.workers.startup import tune_gc
 
     tune_gc()  # each process of `serve --workers N` builds its app here
     return create_app(BrokerSettings.from_env(), master_key=master_key_from_env())
@@ -62,8 +62,6 @@ def serve(
 ) -> None:
     """Serve until interrupted. ``workers`` > 1 runs that many processes on one port."""
     import uvicorn
-
-    from byzerllm.workers.startup import tune_gc  # a process of ours: its collector too
 
     master_key = master_key_from_env()
     check_bind(host, master_key)
