@@ -38,6 +38,7 @@ def workers(
     finally:
         for proc in procs:
             proc.stop()
+            proc.log_path.unlink(missing_ok=True)  # a temporary file (read above if it failed)
 
 
 @dataclass

@@ -157,12 +157,33 @@ class WorkerProcesses:
         for worker in self.workers:
             worker.stop(10)
 
+    def remove_logs(self) -> None:
+        for worker in self.workers:
+            worker.log_path.unlink(missing_ok=True)
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember whether the test itself failed, for fixtures that clean up after it."""
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
 
 @pytest.fixture
-def worker_procs(settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+def worker_procs(
+    settings: BrokerSettings, request: pytest.FixtureRequest
+) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(settings)
     yield procs
     procs.stop_all()
+    # the workers' logs (temporary files) go once the test passed; a failure keeps them
+    if not request.node.stash.get(_CALL_FAILED, True):
+        procs.remove_logs()
 
 
 # -- byzerllm serve (tests/gateway_server.py), for the gateway's tests ---------------------
