@@ -16,7 +16,6 @@ difference between the last two is what the hand-over costs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable
 
 from openai import OpenAI
@@ -24,17 +23,9 @@ from openai import OpenAI
 from benchmarks.harness import private_redis, workers
 from benchmarks.overhead import MESSAGES, SDK_MESSAGES, alternating_sync, start_stub, stub_spec
 from byzerllm.client.llm import AsyncByzerLLM
+from byzerllm.client.loop_thread import new_loop
 from byzerllm.client.sync import ByzerLLM
 from tests.redis_server import free_port
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # the background loop uses it too, when installed
-
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                 direct = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
                 facade = ByzerLLM(settings=settings)
                 facade.setup_default_model_name(spec.alias)
-                loop = _new_loop()
+                loop = new_loop()
                 driven = AsyncByzerLLM(settings=settings, default_model_name=spec.alias)
 
                 def direct_call() -> None:

@@ -16,8 +16,8 @@ def tune_gc() -> None:
 
     A process serving thousands of requests a second allocates in bursts (a
     reply batch, a pipeline's answers), so at 700 the collector ran about once
-    per hundred requests, 1.5-2.5 ms each on average, and found nothing to free: 15-20%
-    of an echo client's CPU (benchmarks/README.md). Our request path makes
+    per hundred requests, 1.5-2.5 ms each on average, and found nothing to
+    free: 15-20% of an echo client's CPU (benchmarks/README.md). Our request path makes
     almost no reference cycles, so the few it makes wait a little longer.
     Only for processes of ours (workers, node agents, the gateway): a library
     does not change its caller's collector. A higher setting is kept."""

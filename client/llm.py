@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -208,42 +209,21 @@ class AsyncByzerLLM(ClientSetup):
         if only_return_prompt:
             return [self._prompt_only(messages, model, llm_config)]
         if not tools and response_class is None:
-            return await self._chat(messages, model, llm_config, extra_request_params)
-        return await self._shaped_chat(
-            messages,
-            model,
-            llm_config,
-            extra_request_params,
-            tools,
-            tool_choice,
-            execute_tool,
-            func_params,
-            response_class,
-            response_after_chat,
+            return await self._chat(
+                messages,
+                model=model,
+                llm_config=llm_config,
+                extra_request_params=extra_request_params,
+            )
+        # a partial, not a closure: a closure's cells would be made on every call of
+        # chat_oai, plain ones too (at a thousand calls in flight, objects the
+        # collector walks)
+        send = functools.partial(
+            self._chat,
+            model=model,
+            llm_config=llm_config,
+            extra_request_params=extra_request_params,
         )
-
-    async def _shaped_chat(
-        self,
-        messages: list[dict[str, Any]],
-        model: str | None,
-        llm_config: dict[str, Any] | None,
-        extra_request_params: dict[str, Any] | None,
-        tools: list[Any] | None,
-        tool_choice: Any,
-        execute_tool: bool,
-        func_params: dict[str, Any] | None,
-        response_class: Any,
-        response_after_chat: bool,
-    ) -> list[Any]:
-        """``chat_oai`` with tools or a response class: requests made by client/tools.py.
-        (Apart from ``chat_oai``, whose plain calls then build no closure and no
-        cells: at a thousand calls in flight those are objects the collector walks.)"""
-
-        async def send(
-            messages: list[dict[str, Any]], payload: dict[str, Any] | None = None
-        ) -> list[Any]:
-            return await self._chat(messages, model, llm_config, extra_request_params, payload)
-
         if tools:
             return await chat_with_tools(
                 send, messages, tools, tool_choice, execute_tool, func_params
@@ -265,10 +245,11 @@ class AsyncByzerLLM(ClientSetup):
     async def _chat(
         self,
         conversations: list[dict[str, Any]],
+        payload: dict[str, Any] | None = None,
+        *,
         model: str | None,
         llm_config: dict[str, Any] | None,
         extra_request_params: dict[str, Any] | None,
-        payload: dict[str, Any] | None = None,
     ) -> list[LLMResponse]:
         messages = prepare_messages(conversations)
         alias = self._model(model)

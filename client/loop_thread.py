@@ -49,7 +49,8 @@ def _shutdown() -> None:
     thread.join(timeout=5)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where the ``fast`` extra installed it, else asyncio's."""
     try:
         import uvloop  # optional extra "fast"
 
@@ -62,7 +63,7 @@ def background_loop() -> asyncio.AbstractEventLoop:
     global _loop, _thread
     with _lock:
         if _loop is None or _loop.is_closed() or _thread is None or not _thread.is_alive():
-            loop = _new_loop()
+            loop = new_loop()
             ready = threading.Event()
 
             def run() -> None:
