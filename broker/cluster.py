@@ -33,7 +33,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
 
 from byzerllm.broker.errors import ConfigurationError
-from byzerllm.broker.packing import pack_with_hiredis, packing_class
+from byzerllm.broker.redis_connection import broker_connection_class, use_broker_connections
 from byzerllm.broker.settings import ClusterTarget
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,9 @@ class _Cluster(RedisCluster):
             ) from None
         # nodes found later are made with these kwargs; the startup nodes exist already
         kwargs = self.nodes_manager.connection_kwargs
-        kwargs["connection_class"] = packing_class(kwargs["connection_class"])
+        kwargs["connection_class"] = broker_connection_class(kwargs["connection_class"])
         for node in self.nodes_manager.startup_nodes.values():
-            pack_with_hiredis(node)
+            use_broker_connections(node)
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         """The slot of XREAD/XREADGROUP from their STREAMS keys, here.
@@ -198,7 +198,7 @@ class SlotOwnerPool(ConnectionPool):
         kwargs = {**options, **target.node_kwargs}
         kwargs.pop("ssl", None)
         connection_class = _OwnerSSLConnection if target.tls else _OwnerConnection
-        super().__init__(connection_class=packing_class(connection_class), **kwargs)
+        super().__init__(connection_class=broker_connection_class(connection_class), **kwargs)
         self._key = key
         # a small client of its own that only reads the slot map
         self._locator = _new_cluster(target, options)

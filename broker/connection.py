@@ -18,7 +18,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnec
 
 from byzerllm.broker.cluster import create_cluster, is_cluster
 from byzerllm.broker.errors import BrokerUnavailableError, ByzerLLMError, ConfigurationError
-from byzerllm.broker.packing import pack_with_hiredis
+from byzerllm.broker.redis_connection import use_broker_connections
 from byzerllm.broker.settings import BrokerSettings, SentinelTarget
 
 T = TypeVar("T")
@@ -72,13 +72,13 @@ def create_redis(
     if target is not None:
         client = _sentinel_master(target, options, settings.connect_timeout)
     elif settings.cluster is not None:
-        return create_cluster(settings.cluster, options)  # packs with hiredis itself
+        return create_cluster(settings.cluster, options)  # the broker's connections too
     else:
         try:
             client = aioredis.Redis.from_url(settings.redis_url, **options)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {settings.safe_url!r}: {exc}") from None
-    pack_with_hiredis(client.connection_pool)
+    use_broker_connections(client.connection_pool)
     return client
 
 
