@@ -10,6 +10,7 @@ printed.
 
     python -m benchmarks.calls_per_request                      # this checkout
     python -m benchmarks.calls_per_request --against 535b57b    # and a baseline commit
+    python -m benchmarks.calls_per_request --in-flight 1        # one call at a time
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUESTS, IN_FLIGHT, WARM_UP = 3000, 64, 200
 
 
-async def _measure() -> dict[str, float]:
+async def _measure(in_flight: int = IN_FLIGHT) -> dict[str, float]:
     from byzerllm.broker.settings import BrokerSettings
     from byzerllm.broker.spec import DeploySpec
     from byzerllm.client.llm import AsyncByzerLLM
@@ -60,7 +61,7 @@ async def _measure() -> dict[str, float]:
         profile = cProfile.Profile()
         cpu = time.process_time()
         profile.enable()
-        await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
         profile.disable()
         cpu = time.process_time() - cpu
         await llm.aclose()
@@ -81,19 +82,32 @@ def _installed_layout(source: Path, dest: Path) -> Path:
     return dest
 
 
-def _run(tree: Path) -> dict[str, float]:
-    """The measure in a fresh interpreter that imports byzerllm from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    code = (
-        "import asyncio, json, benchmarks.calls_per_request as b; "
-        "print(json.dumps(asyncio.run(b._measure())))"
-    )
+def _run(tree: Path, in_flight: int) -> dict[str, float]:
+    """The measure in a fresh interpreter that imports byzerllm from ``tree``.
+
+    It runs in ``tree``: ``python -c`` puts its working directory first on the
+    path, and from this checkout's root that imported this checkout's package
+    whatever the tree held (so ``--against`` compared the checkout with itself).
+    """
     # the benchmark module itself comes from this checkout, the package from the tree
-    env["PYTHONPATH"] += os.pathsep + str(ROOT)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(tree), str(ROOT)))}
+    code = (
+        "import asyncio, json, benchmarks.calls_per_request as b, byzerllm.broker as p; "
+        "print(p.__file__); "
+        f"print(json.dumps(asyncio.run(b._measure({in_flight}))))"
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    imported, result = out.stdout.strip().splitlines()[-2:]
+    if not Path(imported).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"measured {imported}, not the package in {tree}")
+    return dict(json.loads(result))
 
 
 def _export(rev: str, dest: Path) -> Path:
@@ -108,6 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", help="a git revision to measure in the same run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=IN_FLIGHT,
+        help="calls in flight at once (1: sequential, where nothing shares a round trip)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"this checkout": _installed_layout(ROOT, Path(tmp) / "head")}
@@ -117,8 +137,10 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for _ in range(args.rounds):  # alternate, so a slow minute hits both
             for name, tree in trees.items():
-                results[name].append(_run(tree))
-    print(f"{REQUESTS} chat calls, {IN_FLIGHT} in flight, client and echo worker in one process")
+                results[name].append(_run(tree, args.in_flight))
+    print(
+        f"{REQUESTS} chat calls, {args.in_flight} in flight, client and echo worker in one process"
+    )
     print(f"{'code':<16} {'calls/request':>14} {'CPU us/request (noisy)':>24}")
     for name, rounds in results.items():
         calls = min(r["calls"] for r in rounds)
