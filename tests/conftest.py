@@ -174,16 +174,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def test_passed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test a fixture serves passed (known once its call phase ended)."""
+    return not request.node.stash.get(_CALL_FAILED, True)
+
+
+def stop_workers(procs: WorkerProcesses, request: pytest.FixtureRequest) -> None:
+    """Stop them; their logs (temporary files) go once the test passed, a failure keeps them."""
+    procs.stop_all()
+    if test_passed(request):
+        procs.remove_logs()
+
+
 @pytest.fixture
 def worker_procs(
     settings: BrokerSettings, request: pytest.FixtureRequest
 ) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(settings)
     yield procs
-    procs.stop_all()
-    # the workers' logs (temporary files) go once the test passed; a failure keeps them
-    if not request.node.stash.get(_CALL_FAILED, True):
-        procs.remove_logs()
+    stop_workers(procs, request)
 
 
 # -- byzerllm serve (tests/gateway_server.py), for the gateway's tests ---------------------

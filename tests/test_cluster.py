@@ -28,7 +28,7 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.llm import AsyncByzerLLM
-from tests.conftest import WorkerProcesses
+from tests.conftest import WorkerProcesses, stop_workers
 from tests.processes import NodeAgent
 from tests.redis_server import RedisCluster
 from tests.test_gateway_keys import MASTER, Replicas, _answers, create_key
@@ -116,10 +116,12 @@ def aliases_on_distinct_masters(view: SyncCluster, prefix: str, count: int) -> l
 
 
 @pytest.fixture
-def cluster_workers(cluster_settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+def cluster_workers(
+    cluster_settings: BrokerSettings, request: pytest.FixtureRequest
+) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(cluster_settings)
     yield procs
-    procs.stop_all()
+    stop_workers(procs, request)
 
 
 @pytest.fixture
@@ -306,6 +308,7 @@ async def test_calls_in_flight_end_when_their_master_fails_over():
     settings = BrokerSettings(redis_url=servers.url, prefix="fo")
     workers = WorkerProcesses(settings)
     llm = None
+    passed = False
     try:
         for _ in range(2):
             workers.start("fo", "delay=0.1", "chunks=12", concurrency=4)
@@ -330,10 +333,13 @@ async def test_calls_in_flight_end_when_their_master_fails_over():
         until_sync(lambda: _owner(servers, "fo") not in (owner, None), "the replica's promotion")
         after = await asyncio.gather(*(llm.chat_oai(f"after {i}", model="fo") for i in range(4)))
         assert [r[0].output for r in after] == [f"after {i}" for i in range(4)]
+        passed = True
     finally:
         if llm is not None:
             await llm.aclose()
         workers.stop_all()
+        if passed:  # a failure keeps the workers' logs
+            workers.remove_logs()
         servers.stop()
 
 

@@ -31,7 +31,7 @@ from byzerllm.broker.spec import DeploySpec
 from byzerllm.broker.state import read_alias_stat
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
-from tests.conftest import WorkerProcesses
+from tests.conftest import WorkerProcesses, stop_workers
 from tests.processes import FAST_WORKER, NodeAgent
 from tests.redis_server import RedisServer, SentinelServer
 from tests.waiting import until, until_sync
@@ -220,10 +220,12 @@ def sentinel_settings(sentinel_set: SentinelSet) -> BrokerSettings:
 
 
 @pytest.fixture
-def sentinel_workers(sentinel_settings: BrokerSettings) -> Iterator[WorkerProcesses]:
+def sentinel_workers(
+    sentinel_settings: BrokerSettings, request: pytest.FixtureRequest
+) -> Iterator[WorkerProcesses]:
     procs = WorkerProcesses(sentinel_settings)
     yield procs
-    procs.stop_all()
+    stop_workers(procs, request)
 
 
 @pytest.fixture
@@ -376,6 +378,7 @@ async def test_requests_a_failover_lost_are_sent_again_and_run_once(lagging_redi
     settings = BrokerSettings(redis_url=lagging_redis.url, prefix="lost")
     ak = Keys(settings.prefix).alias("echo")
     started: list[WorkerProcess] = []
+    passed = False
     llm = AsyncByzerLLM(settings=settings, default_model_name="echo")
     admin = aioredis.Redis.from_url(lagging_redis.url)
     try:
@@ -431,11 +434,14 @@ async def test_requests_a_failover_lost_are_sent_again_and_run_once(lagging_redi
         assert stat is not None
         runs = [w.total_requests for w in stat.workers]
         assert sum(runs) == 4, [runs] + [w.log_tail() for w in started]  # warm and the 3
+        passed = True
     finally:
         await llm.aclose()
         await admin.aclose()
         for worker in started:
             worker.stop(15)
+            if passed:  # a failure keeps the workers' logs
+                worker.log_path.unlink(missing_ok=True)
 
 
 async def _when_len(redis_: aioredis.Redis, key: str, n: int) -> bool:

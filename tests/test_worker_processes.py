@@ -37,6 +37,7 @@ async def test_a_worker_runs_from_its_own_entry_with_the_spec_on_stdin(settings,
         assert r.output == "hello worker"
     finally:
         worker.stop(30)
+    worker.log_path.unlink()  # passed: its log is not needed
 
 
 def test_the_worker_entry_names_a_missing_deployment(settings):
