@@ -13,10 +13,9 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions as rex
 from redis.exceptions import ResponseError
 
-from byzerllm.broker.connection import READ_TIMEOUT
+from byzerllm.broker.connection import READ_TIMEOUT, answered_within
 
 
 class CommandBatcher:
@@ -81,13 +80,8 @@ class CommandBatcher:
                     fut.set_result(result)
 
     async def _execute(self, batch: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                return await self._round_trip(batch)
-        except TimeoutError:  # asyncio's: the connection was dropped mid-read by redis-py
-            raise rex.TimeoutError(
-                f"Redis did not answer {len(batch)} command(s) within {self._read_timeout:g} s"
-            ) from None
+        work = self._round_trip(batch)
+        return await answered_within(work, self._read_timeout, f"{len(batch)} command(s)")
 
     async def _round_trip(self, batch: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
         if len(batch) == 1:  # a lone command skips the pipeline machinery

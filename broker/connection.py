@@ -182,6 +182,22 @@ async def connect(
     return client
 
 
+async def answered_within(work: Awaitable[T], seconds: float, what: str) -> T:
+    """``work``'s result, or redis-py's TimeoutError naming ``what`` after ``seconds``.
+
+    One timeout for a whole round trip, for callers on a client made without
+    ``timed_reads``: redis-py would time each reply of a pipeline, and with a
+    socket timeout wraps each send in a task of its own (``asyncio.wait_for``).
+    On expiry redis-py drops the connection it was reading, so the next round
+    trip gets a fresh one.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:  # asyncio's
+        raise rex.TimeoutError(f"Redis did not answer {what} within {seconds:g} s") from None
+
+
 async def unless_answer(command: Awaitable[T], *fragments: str, default: T) -> T:
     """The command's reply, or ``default`` when Redis answers an error naming one
     of ``fragments`` (``BUSYGROUP``, ``NOGROUP``, ``no such key``): the answers

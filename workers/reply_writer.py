@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from byzerllm.broker.connection import OutageLog, raise_if_cancelling
+from byzerllm.broker.connection import (
+    READ_TIMEOUT,
+    OutageLog,
+    answered_within,
+    raise_if_cancelling,
+)
 from byzerllm.broker.keys import AliasKeys
 from byzerllm.broker.messages import ReplyType, delta_data, join_tool_call_fragments, reply
 from byzerllm.broker.metrics import MetricsDelta, MetricsRecorder
@@ -46,8 +51,11 @@ class ReplyWriter:
         worker_id: str,
         on_client_gone: Callable[[str], None],
         metrics: MetricsRecorder | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
+        # best a client made without timed_reads: each pipeline is timed here, once
         self._redis = redis
+        self._read_timeout = read_timeout
         # per-request counters, written with the worker state (never a call per request)
         self.metrics = metrics or MetricsRecorder()
         self._keys = keys
@@ -264,7 +272,7 @@ class ReplyWriter:
         metrics: MetricsDelta | None,
         marks: dict[str, tuple[str, int]],
     ) -> None:
-        outcome = await write_batch(
+        work = write_batch(
             self._redis,
             self._keys,
             self._worker_id,
@@ -276,6 +284,7 @@ class ReplyWriter:
             metrics,
             marks,
         )
+        outcome = await answered_within(work, self._read_timeout, "a reply pipeline")
         for stream in outcome.gone:  # the client's reply stream expired: it left
             for item in pending[stream]:
                 self._on_client_gone(item["rid"])

@@ -134,7 +134,11 @@ class Worker:
         settings = self.settings
         self._redis = await connect(settings)
         self._reader = await connect(settings, blocking=True)
-        self._writer = ReplyWriter(self._redis, self.keys, self.worker_id, self._client_gone)
+        # the reply writer's own client: it times each pipeline once (broker.connection)
+        self._replies_redis = await connect(settings, timed_reads=False)
+        self._writer = ReplyWriter(
+            self._replies_redis, self.keys, self.worker_id, self._client_gone
+        )
         liveness = Liveness(
             self._redis,
             settings,
@@ -181,6 +185,7 @@ class Worker:
             await self._unregister()
             await self.backend.aclose()
             await self._reader.aclose()
+            await self._replies_redis.aclose()
             await self._redis.aclose()
 
     def install_signal_handlers(self) -> None:
