@@ -174,15 +174,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def test_passed(request: pytest.FixtureRequest) -> bool:
-    """Whether the test a fixture serves passed (known once its call phase ended)."""
-    return not request.node.stash.get(_CALL_FAILED, True)
-
-
 def stop_workers(procs: WorkerProcesses, request: pytest.FixtureRequest) -> None:
-    """Stop them; their logs (temporary files) go once the test passed, a failure keeps them."""
+    """Stop them; their logs (temporary files) go once the test passed, a failure keeps
+    them (for a fixture's teardown: the test's outcome is known by then)."""
     procs.stop_all()
-    if test_passed(request):
+    if not request.node.stash.get(_CALL_FAILED, True):
         procs.remove_logs()
 
 
