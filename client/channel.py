@@ -46,6 +46,7 @@ from byzerllm.broker.messages import (
 from byzerllm.broker.replies import ReplyStream
 from byzerllm.broker.requests import Admission, still_queued
 from byzerllm.broker.settings import BrokerSettings
+from byzerllm.client.loop_thread import is_background_loop
 
 if TYPE_CHECKING:  # redis is broker/'s business; here it only names types
     import redis.asyncio as aioredis
@@ -157,6 +158,11 @@ class RequestChannel:
     def __init__(self, settings: BrokerSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.loop = loop  # the event loop it serves: its reader and calls live there
+        # Whether the calls answered by one XREAD run before the next XREAD is sent
+        # (its write then is not on their path). Not on the sync API's loop: there
+        # each answered call wakes a blocked thread, which would wait for the GIL
+        # while this thread sent the XREAD; sent first, it is out of the way.
+        self._answered_first = not is_background_loop(loop)
         self.keys = Keys(settings.prefix)
         self.client_id = uuid.uuid4().hex[:16]
         self.reply_key = self.keys.reply(self.client_id)
@@ -381,6 +387,8 @@ class RequestChannel:
             failures = 0
             if entries:
                 self._dispatch(entries)
+                if self._answered_first:  # replies meanwhile wait in the stream
+                    await asyncio.sleep(0)
             if time.monotonic() - last_refresh > KEEP_ALIVE_EVERY:
                 last_refresh = time.monotonic()
                 await self._refresh()

@@ -78,6 +78,11 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def is_background_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the one the synchronous API's calls run on."""
+    return loop is _loop
+
+
 def _sync_caller_loop() -> asyncio.AbstractEventLoop:
     """The background loop, for a caller that will block on it (never its own thread)."""
     loop = background_loop()

@@ -289,6 +289,10 @@ class Worker:
             outage.recovered()
             for entry in entries:
                 self._accept(entry, retry=False)
+            if entries:
+                # the accepted requests start (their backend call goes out) before
+                # the next XREADGROUP is sent: its write is not on their path
+                await asyncio.sleep(0)
 
     async def _serve_own_backlog(self) -> None:
         """Serve entries delivered to us that a cancelled read never returned."""
