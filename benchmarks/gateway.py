@@ -44,7 +44,11 @@ KEY = "sk-bench"  # the stub takes any key; the gateway requires this one
 console = Console(width=130)  # the table stays one line per measure
 
 
-def start_gateway(settings: BrokerSettings, port: int, access_log: bool) -> subprocess.Popen[bytes]:
+def start_gateway(
+    settings: BrokerSettings, port: int, access_log: bool, output: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``byzerllm serve`` as it runs by default (log level info: with its access log on,
+    each request formats and writes its line), its output to ``output``."""
     env = {
         **os.environ,
         "BYZERLLM_REDIS_URL": settings.redis_url,
@@ -52,14 +56,15 @@ def start_gateway(settings: BrokerSettings, port: int, access_log: bool) -> subp
         "BYZERLLM_MASTER_KEY": KEY,
     }
     code = "from byzerllm.cli.main import byzerllm_cli; byzerllm_cli()"
-    args = ["serve", "--port", str(port), "--log_level", "warning"]
+    # not a quieter log level: at "warning" the access log would format no line at all
+    args = ["serve", "--port", str(port)]
     if not access_log:
         args.append("--no_access_log")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
