@@ -1,9 +1,10 @@
 """CPU per call of each process, one call at a time and 32 at once, direct and via the broker.
 
-One call at a time, a request's latency is at least the CPU of every process
-on its path, one after the other: the SDK's blocking ``OpenAI`` straight to
-the stub has two (caller, stub), ``ByzerLLM`` through the broker four (caller,
-Redis, a ``saas/openai`` worker, stub). This prints, for each, the CPU per
+One call at a time, the processes on a request's path mostly run one after
+the other, so its latency is close to the sum of their CPU: the SDK's
+blocking ``OpenAI`` straight to the stub has two (caller, stub), ``ByzerLLM``
+through the broker four (caller, Redis, a ``saas/openai`` worker, stub).
+This prints, for each, the CPU per
 call of every process (``/proc``; the caller's with ``time.process_time``,
 its background loop thread included), one call at a time and with 32 threads
 calling, and the ratios between the two clients measured in the same run.
