@@ -4,10 +4,10 @@ One call at a time, the processes on a request's path mostly run one after
 the other, so its latency is close to the sum of their CPU: the SDK's
 blocking ``OpenAI`` straight to the stub has two (caller, stub), ``ByzerLLM``
 through the broker four (caller, Redis, a ``saas/openai`` worker, stub).
-This prints, for each, the CPU per
-call of every process (``/proc``; the caller's with ``time.process_time``,
-its background loop thread included), one call at a time and with 32 threads
-calling, and the ratios between the two clients measured in the same run.
+This prints, for each, the CPU per call of every process (``/proc``; the
+caller's with ``time.process_time``, its background loop thread included),
+one call at a time and with 32 threads calling, and the ratios between the
+two clients measured in the same run.
 
     python -m benchmarks.sequential_cpu [--quick]
 """
