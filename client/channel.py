@@ -168,6 +168,7 @@ class RequestChannel:
         self.reply_key = self.keys.reply(self.client_id)
         self._calls: dict[str, Call] = {}
         self._reader_task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # the reader waits for a call
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -177,6 +178,11 @@ class RequestChannel:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def reader_parked(self) -> bool:
+        """Whether the reply reader waits for a call, with no XREAD at Redis."""
+        return self._idle is not None and not self._idle.done()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -281,6 +287,11 @@ class RequestChannel:
         request = Request.new(alias, kind, payload, self.reply_key, timeout, request_id)
         call = Call(request.id, alias, request.deadline, owner, request)
         self._calls[request.id] = call
+        idle = self._idle
+        if idle is not None and not idle.done():
+            # the reader's XREAD goes out after this submit: queued now, the wake-up
+            # runs before the batcher's, and the reader's own step after its flush
+            self.loop.call_soon(_wake, idle)
         try:
             with redis_errors(self.settings):
                 call.entry_id = await self._admission.submit(request)
@@ -362,6 +373,8 @@ class RequestChannel:
         resend_at: float | None = None  # when to look for requests an outage lost
         while True:
             raise_if_cancelling()  # a library may have swallowed our cancel
+            if not outage.down and not self._waiting_calls():
+                await self._until_called(last_refresh + KEEP_ALIVE_EVERY - time.monotonic())
             try:
                 with redis_errors(self.settings):
                     entries = await self._replies.read(self._last_id, block_ms=1000)
@@ -387,11 +400,32 @@ class RequestChannel:
             failures = 0
             if entries:
                 self._dispatch(entries)
-                if self._answered_first:  # replies meanwhile wait in the stream
-                    await asyncio.sleep(0)
+                if self._answered_first and self._waiting_calls():
+                    await asyncio.sleep(0)  # replies meanwhile wait in the stream
             if time.monotonic() - last_refresh > KEEP_ALIVE_EVERY:
                 last_refresh = time.monotonic()
                 await self._refresh()
+
+    def _waiting_calls(self) -> bool:
+        """Whether a call in flight still waits for replies (its final one is not in)."""
+        return any(not call.ended for call in self._calls.values())
+
+    async def _until_called(self, seconds: float) -> None:
+        """With no call waiting, the reader sends no XREAD until one is submitted (or
+        the reply stream's keep-alive is due): the last call's caller then resumes
+        without that write on its way, and the next submit goes out before the read.
+
+        Nothing can be missed meanwhile: the next XREAD starts after the last entry
+        read, and only replies to ended or unknown calls can arrive before it.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self._idle = loop.create_future()
+        timer = loop.call_later(max(0.0, seconds), _wake, idle)
+        try:
+            await idle
+        finally:
+            timer.cancel()
+            self._idle = None
 
     async def _resend_lost(self) -> None:
         """Send again, under the same id, each call's request that Redis no longer holds
@@ -482,6 +516,11 @@ class RequestChannel:
                 "this process stopped reading for over a minute); the request may or may "
                 "not have run: retry it"
             )
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _channels: dict[tuple[int, BrokerSettings], tuple[asyncio.AbstractEventLoop, RequestChannel]] = {}
