@@ -4,12 +4,38 @@ and reads again as soon as one is submitted."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
+import pytest
 import redis
 
+from byzerllm.broker.settings import BrokerSettings
 from byzerllm.client.channel import _channels, channel_for
 from byzerllm.client.sync import ByzerLLM
+from tests.redis_server import RedisServer
 from tests.waiting import LIMIT, until, until_sync
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+# A Redis of this module's own: on the session's shared one, clients that other tests
+# left open hold blocked reads of their own. (The conftest's worker and client
+# fixtures take these two.)
+@pytest.fixture
+def settings(own_redis: RedisServer) -> BrokerSettings:
+    return BrokerSettings(redis_url=own_redis.url, prefix="idle")
+
+
+@pytest.fixture
+def sync_redis(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis.url)
+    yield client
+    client.close()
 
 
 def blocked_reads(sync_redis: redis.Redis) -> int:
