@@ -21,6 +21,8 @@ from byzerllm.broker.keys import Keys
 from byzerllm.broker.settings import BrokerSettings
 from byzerllm.broker.spec import DeploySpec
 from byzerllm.cli.infer_params import parse_infer_params
+from byzerllm.client import loop_thread
+from byzerllm.client.channel import close_channels
 from byzerllm.client.llm import AsyncByzerLLM
 from byzerllm.workers.process import WorkerProcess, spawn_worker, wait_ready
 from byzerllm.workers.runtime import Worker, WorkerTiming
@@ -40,6 +42,10 @@ _prefixes = itertools.count()
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
+    # sync clients that tests left open stop reading first: an idle one would otherwise
+    # report the stopped server at its next keep-alive, after the session's log capture
+    if loop_thread._thread is not None and loop_thread._thread.is_alive():
+        loop_thread.run_sync(close_channels())
     server.stop()
 
 
